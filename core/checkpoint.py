@@ -1,0 +1,279 @@
+"""Checkpoints: a folder of safetensors weights and a JSON config that rebuilds everything; atomic writes.
+
+    DIR/config.json                 model config, schedule, objective, dataset, step, package version, file hashes
+    DIR/model.safetensors           the trained weights
+    DIR/ema.safetensors             the EMA weights (used for sampling when present)
+    DIR/training_state.safetensors  optimizer moments and RNG states, for resuming (optional)
+
+Nothing is ever unpickled: weights are safetensors, the rest is JSON ("models are programs": a .pt from a stranger
+can run code). A save stages every file as a temp file in the same folder (written, fsynced), then moves each into
+place with os.replace, config.json last; a failure before that leaves the previous checkpoint intact and no temp
+files behind. config.json records each file's SHA-256, so a mix of old and new files is detected on load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from core import __version__
+from core.schedules import NoiseSchedule, schedule_from_params
+from core.unet import UNet
+
+FORMAT = "ddpm-explorer-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "training_state.safetensors"
+
+MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {"unet": UNet.from_config}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be saved or loaded; the message says why."""
+
+
+def build_model(model_config: dict) -> nn.Module:
+    """Rebuild a denoiser from its `config` dict (its "type" picks the class)."""
+    kind = model_config.get("type")
+    if kind not in MODEL_BUILDERS:
+        raise CheckpointError(f"unknown model type {kind!r}; known: {', '.join(MODEL_BUILDERS)}")
+    try:
+        return MODEL_BUILDERS[kind](model_config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"model config does not build a model: {error}") from error
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _temp_path(directory: Path, name: str) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary, shareable file
+    return Path(tmp)
+
+
+def _state_tensors(module: nn.Module) -> dict[str, Tensor]:
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"refusing to save non-finite weights ({key} has NaN or inf)")
+    return state
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """Split an optimizer's state_dict into tensors (for safetensors) and JSON-ready metadata."""
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for index, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict) -> None:
+    """Inverse of `optimizer_tensors`: load the saved state into `optimizer` (its parameters decide the device)."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, entries in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(entries)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    config: dict,
+    *,
+    ema_model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng_states: dict[str, Tensor] | None = None,
+) -> Path:
+    """Save a checkpoint folder atomically. `config` holds at least "schedule" (NoiseSchedule.params) and
+    "objective"; the model config, format and package version are added here. Returns the folder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Tensor]] = {MODEL_FILE: _state_tensors(model)}
+    if ema_model is not None:
+        files[EMA_FILE] = _state_tensors(ema_model)
+    state_meta = None
+    if optimizer is not None or rng_states:
+        state_tensors, state_meta = optimizer_tensors(optimizer) if optimizer is not None else ({}, {})
+        for name, value in (rng_states or {}).items():
+            state_tensors[f"rng.{name}"] = value.detach().to("cpu").contiguous()
+        files[STATE_FILE] = state_tensors
+
+    staged: dict[str, Path] = {}
+    try:
+        hashes = {}
+        for name, tensors in files.items():
+            tmp = _temp_path(directory, name)
+            staged[name] = tmp
+            metadata = {"optimizer": json.dumps(state_meta)} if name == STATE_FILE and state_meta else None
+            save_file(tensors, str(tmp), metadata=metadata)
+            _fsync_file(tmp)
+            hashes[name] = _sha256(tmp)
+        full_config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            **config,
+            "model": model.config,
+            "files": hashes,
+        }
+        tmp = _temp_path(directory, CONFIG_FILE)
+        staged[CONFIG_FILE] = tmp
+        tmp.write_text(json.dumps(full_config, indent=2, sort_keys=True))
+        _fsync_file(tmp)
+        for name in [*files, CONFIG_FILE]:  # config.json last: it names the files that belong together
+            os.replace(staged.pop(name), directory / name)
+        for stale in {EMA_FILE, STATE_FILE} - set(files):
+            with contextlib.suppress(FileNotFoundError):
+                (directory / stale).unlink()
+        with contextlib.suppress(OSError):  # persist the renames (not possible on every platform)
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    finally:
+        for tmp in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return directory
+
+
+def read_config(directory: str | Path) -> dict:
+    """config.json of a checkpoint folder, checked for the fields every checkpoint has."""
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint folder: no {CONFIG_FILE}")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{CONFIG_FILE} is not valid JSON: {error}") from error
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{CONFIG_FILE} is not a {FORMAT} config")
+    for key in ("model", "schedule", "objective", "files"):
+        if key not in config:
+            raise CheckpointError(f"{CONFIG_FILE} lacks {key!r}")
+    return config
+
+
+def _load_tensors(directory: Path, name: str, config: dict) -> tuple[dict[str, Tensor], dict[str, str]]:
+    path = directory / name
+    expected = config["files"].get(name)
+    if expected is None or not path.is_file():
+        raise CheckpointError(f"{name} is missing from {directory}")
+    if _sha256(path) != expected:
+        raise CheckpointError(f"{name} does not match {CONFIG_FILE} (a different or damaged file)")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{name} is not a readable safetensors file: {error}") from error
+    return tensors, metadata
+
+
+def _load_weights(model: nn.Module, tensors: dict[str, Tensor], name: str) -> None:
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{name} does not fit the model: missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]}")
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(f"{name}: {key} has shape {tuple(value.shape)}, the model needs "
+                                  f"{tuple(expected[key].shape)}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{name}: {key} holds NaN or inf")
+    model.load_state_dict(tensors)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: fresh models (never one already in use), the schedule and the config."""
+
+    directory: Path
+    config: dict
+    model: nn.Module
+    ema_model: nn.Module | None
+    schedule: NoiseSchedule
+
+    @property
+    def objective(self) -> str:
+        return str(self.config["objective"])
+
+    @property
+    def step(self) -> int:
+        return int(self.config.get("step", 0))
+
+    @property
+    def sampling_model(self) -> nn.Module:
+        """The EMA weights when present (they sample better), else the raw weights."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+
+def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint folder into freshly built models on `device`. Any problem raises CheckpointError."""
+    directory = Path(directory)
+    config = read_config(directory)
+    try:
+        schedule = schedule_from_params(config["schedule"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"schedule in {CONFIG_FILE} is invalid: {error}") from error
+    model = build_model(config["model"])
+    _load_weights(model, _load_tensors(directory, MODEL_FILE, config)[0], MODEL_FILE)
+    ema_model = None
+    if EMA_FILE in config["files"]:
+        ema_model = build_model(config["model"])
+        _load_weights(ema_model, _load_tensors(directory, EMA_FILE, config)[0], EMA_FILE)
+        ema_model.to(device).eval().requires_grad_(False)
+    return Checkpoint(directory, config, model.to(device), ema_model, schedule)
+
+
+def load_training_state(directory: str | Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Tensor]:
+    """Restore the optimizer (in place) from a checkpoint and return its saved RNG states by name."""
+    directory = Path(directory)
+    config = read_config(directory)
+    if STATE_FILE not in config["files"]:
+        raise CheckpointError(f"{directory} has no training state to resume from (saved without optimizer)")
+    tensors, metadata = _load_tensors(directory, STATE_FILE, config)
+    if optimizer is not None:
+        try:
+            restore_optimizer(optimizer, tensors, json.loads(metadata["optimizer"]))
+        except (KeyError, ValueError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"optimizer state does not fit: {error}") from error
+    return {k.removeprefix("rng."): v for k, v in tensors.items() if k.startswith("rng.")}

@@ -1,0 +1,314 @@
+"""The training loop as a generator of progress records, with everything a diffusion run needs to be trusted.
+
+AdamW with linear warm-up then cosine decay of the learning rate, gradient clipping, an exponential moving average
+(EMA) of the weights for sampling, bf16 autocast on CUDA, a guard that stops on a non-finite loss or gradient
+(keeping the last finite weights), and exact resume from a checkpoint (weights, EMA, optimizer, step, RNG).
+
+    trainer = Trainer(TrainConfig(steps=500))
+    for record in trainer.run():      # one ProgressRecord per optimizer step
+        print(record.step, record.loss)
+    trainer.save("runs/mnist")
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.checkpoint import load_checkpoint, load_training_state, save_checkpoint
+from core.data import ImageDataset, load_dataset
+from core.diffusion import OBJECTIVES, WEIGHTINGS, training_loss
+from core.schedules import SCHEDULE_NAMES, make_schedule
+from core.unet import PRESETS, make_unet
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; the model keeps its last finite weights."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto": cuda, then mps, then cpu (with one thread per available core). Or an explicit device name."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no CUDA GPU is available")
+    return device
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults are the live-training recipe for the bundled digits on a CPU."""
+
+    dataset: str = "mnist5k"
+    image_size: int = 32  # digits are padded from 28 to 32
+    preset: str = "tiny"  # U-Net preset: "tiny", "small" or "seed"
+    class_conditional: bool = False
+    p_uncond: float = 0.1  # label dropout for classifier-free guidance (conditional models only)
+    schedule: str = "linear"
+    num_timesteps: int = 1000
+    objective: str = "eps"  # what the network predicts: "eps", "x0" or "v"
+    weighting: str = "none"  # "min_snr": Hang et al. 2023 loss weighting
+    steps: int | None = 2000  # optimizer steps (an upper bound when time_budget is set)
+    time_budget: float | None = None  # seconds of wall-clock training; None: run all steps
+    batch_size: int = 64
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 0.0
+    warmup_steps: int = 50  # linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    ema_decay: float = 0.995  # EMA of the weights, with a warm-up (1 + n) / (10 + n)
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None  # CPU threads; None: one per available core
+    num_buckets: int = 10  # the loss is also tracked per tenth of [0, T)
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        def positive_int(name: str, value: object, allow_none: bool = False) -> None:
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        if self.schedule not in SCHEDULE_NAMES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        positive_int("steps", self.steps, allow_none=True)
+        positive_int("batch_size", self.batch_size)
+        positive_int("num_buckets", self.num_buckets)
+        positive_int("num_threads", self.num_threads, allow_none=True)
+        if self.steps is None and self.time_budget is None:
+            raise ValueError("give steps, time_budget or both")
+        if self.time_budget is not None and not (0 < self.time_budget < math.inf):
+            raise ValueError(f"time_budget must be a positive number of seconds, got {self.time_budget!r}")
+        if not (0 < self.lr <= 1.0) or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond!r}")
+        if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError("grad_clip, weight_decay and warmup_steps must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in 0..2^63-1, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass
+class ProgressRecord:
+    """What one optimizer step reports."""
+
+    step: int  # steps done so far (1 after the first)
+    total_steps: int | None
+    loss: float
+    lr: float
+    grad_norm: float  # before clipping
+    images_per_second: float  # averaged over this run so far
+    elapsed: float  # seconds since this run started
+    eta_seconds: float | None  # to the step or time limit, whichever comes first
+    bucket_losses: list[float | None]  # smoothed loss per timestep bucket (None: not seen yet)
+    device: str
+
+
+def lr_at(config: TrainConfig, step: int, progress: float) -> float:
+    """Learning rate for the given step: linear warm-up over warmup_steps, then cosine decay over `progress`
+    (the fraction of the run done, 0..1) down to lr * min_lr_ratio."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+class Trainer:
+    """Holds a model, its EMA, optimizer, data and RNG; `run()` trains and yields a ProgressRecord per step."""
+
+    def __init__(self, config: TrainConfig, *, dataset: ImageDataset | None = None,
+                 resume_from: str | Path | None = None):
+        config.validate()
+        self.config = config
+        self.device = pick_device(config.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(config.num_threads or available_cores())
+        self.data = dataset or load_dataset(config.dataset, split="train", image_size=config.image_size)
+        if config.class_conditional and self.data.labels is None:
+            raise ValueError(f"dataset {self.data.name!r} has no labels; it cannot train a class-conditional model")
+        self.images = self.data.images.to(self.device)  # (N, C, H, W)
+        self.labels = self.data.labels.to(self.device) if self.data.labels is not None else None
+        self.schedule = make_schedule(config.schedule, config.num_timesteps)
+        self.model: nn.Module = make_unet(
+            config.preset, in_channels=self.data.channels,
+            num_classes=self.data.num_classes if config.class_conditional else None,
+        ).to(self.device)
+        self.model.check_input(self.images[:1])
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = self._make_optimizer()
+        if resume_from is not None:
+            self._resume(Path(resume_from))
+        self._bucket_losses: list[float | None] = [None] * config.num_buckets
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, betas=(0.9, 0.999),
+                                 weight_decay=self.config.weight_decay)
+
+    def _resume(self, directory: Path) -> None:
+        checkpoint = load_checkpoint(directory, device=self.device)
+        if checkpoint.config["model"] != self.model.config:
+            raise ValueError("the checkpoint's model does not match this run's preset and dataset "
+                             f"({checkpoint.config['model'].get('extra', {})} vs {self.model.config.get('extra')})")
+        if checkpoint.schedule.params != self.schedule.params or checkpoint.objective != self.config.objective:
+            raise ValueError("the checkpoint was trained with another schedule or objective; resume with the same")
+        self.model.load_state_dict(checkpoint.model.state_dict())
+        self.ema_model.load_state_dict(checkpoint.sampling_model.state_dict())
+        rng = load_training_state(directory, self.optimizer)
+        if "generator" in rng:
+            self.generator.set_state(rng["generator"])
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        self.step = checkpoint.step
+
+    def checkpoint_config(self) -> dict:
+        """The config.json fields that describe this run (the model config is added by save_checkpoint)."""
+        return {
+            "schedule": self.schedule.params,
+            "objective": self.config.objective,
+            "dataset": {"name": self.data.name, "image_size": self.data.image_size,
+                        "channels": self.data.channels, "num_classes": self.data.num_classes},
+            "class_conditional": self.config.class_conditional,
+            "step": self.step,
+            "training": asdict(self.config),
+        }
+
+    def save(self, directory: str | Path, *, with_training_state: bool = True) -> Path:
+        """Save weights, EMA and (for resuming) optimizer and RNG states as a checkpoint folder."""
+        return save_checkpoint(
+            directory, self.model, self.checkpoint_config(), ema_model=self.ema_model,
+            optimizer=self.optimizer if with_training_state else None,
+            rng_states={"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+            if with_training_state else None,
+        )
+
+    def _update_ema(self) -> None:
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        ema_params = list(self.ema_model.parameters())
+        params = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
+    def _update_buckets(self, per_sample: torch.Tensor, t: torch.Tensor) -> None:
+        buckets = (t * self.config.num_buckets // self.schedule.num_timesteps).tolist()
+        values = per_sample.detach().float().tolist()
+        sums: dict[int, list[float]] = {}
+        for bucket, value in zip(buckets, values, strict=True):
+            sums.setdefault(bucket, []).append(value)
+        for bucket, group in sums.items():
+            mean = sum(group) / len(group)
+            old = self._bucket_losses[bucket]
+            self._bucket_losses[bucket] = mean if old is None else 0.9 * old + 0.1 * mean
+
+    def train_step(self, lr: float) -> tuple[float, float]:
+        """One optimizer step at learning rate lr; returns (loss, grad_norm). Raises TrainingDiverged."""
+        cfg = self.config
+        self.model.train()
+        index = torch.randint(len(self.images), (cfg.batch_size,), generator=self.generator).to(self.device)
+        x0 = self.images[index]  # (B, C, H, W)
+        y = self.labels[index] if cfg.class_conditional else None
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            result = training_loss(self.model, self.schedule, x0, objective=cfg.objective, y=y,
+                                   p_uncond=cfg.p_uncond if y is not None else 0.0, weighting=cfg.weighting,
+                                   generator=self.generator)
+        loss = float(result.loss.detach())
+        if not math.isfinite(loss):
+            raise TrainingDiverged(self._diverged_message("loss", loss, lr))
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(self._diverged_message("gradient norm", grad_norm, lr))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.step += 1
+        self._update_ema()
+        self._update_buckets(result.per_sample, result.t)
+        return loss, grad_norm
+
+    def _diverged_message(self, what: str, value: float, lr: float) -> str:
+        return (f"training stopped at step {self.step + 1}: the {what} became {value}. The weights from step "
+                f"{self.step} are kept. Try a smaller learning rate (now {lr:.3g}) or a smaller batch.")
+
+    def run(self) -> Iterator[ProgressRecord]:
+        """Train until `steps` or `time_budget` is reached, yielding a ProgressRecord after every step.
+        Stop early by simply not asking for the next record."""
+        cfg = self.config
+        start = time.perf_counter()
+        start_step = self.step
+        while True:
+            elapsed = time.perf_counter() - start
+            if cfg.steps is not None and self.step >= cfg.steps:
+                return
+            if cfg.time_budget is not None and elapsed >= cfg.time_budget:
+                return
+            progress = max(self.step / cfg.steps if cfg.steps else 0.0,
+                           elapsed / cfg.time_budget if cfg.time_budget else 0.0)
+            lr = lr_at(cfg, self.step, progress)
+            loss, grad_norm = self.train_step(lr)
+            elapsed = time.perf_counter() - start
+            done = self.step - start_step
+            steps_per_second = done / elapsed if elapsed > 0 else 0.0
+            yield ProgressRecord(
+                step=self.step, total_steps=cfg.steps, loss=loss, lr=lr, grad_norm=grad_norm,
+                images_per_second=steps_per_second * cfg.batch_size, elapsed=elapsed,
+                eta_seconds=self._eta(elapsed, steps_per_second), bucket_losses=list(self._bucket_losses),
+                device=str(self.device),
+            )
+
+    def _eta(self, elapsed: float, steps_per_second: float) -> float | None:
+        etas = []
+        if self.config.steps is not None and steps_per_second > 0:
+            etas.append((self.config.steps - self.step) / steps_per_second)
+        if self.config.time_budget is not None:
+            etas.append(max(self.config.time_budget - elapsed, 0.0))
+        return min(etas) if etas else None
