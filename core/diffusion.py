@@ -36,31 +36,38 @@ def _coef(schedule: NoiseSchedule, coef: Tensor, t: Tensor | int, x: Tensor) -> 
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
     """Sample x_t ~ q(x_t | x_0) in closed form: sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) noise."""
-    return (_coef(schedule, schedule.sqrt_alphas_cumprod, t, x0) * x0
-            + _coef(schedule, schedule.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
+    return (
+        _coef(schedule, schedule.sqrt_alphas_cumprod, t, x0) * x0
+        + _coef(schedule, schedule.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+    )
 
 
 def q_step(schedule: NoiseSchedule, x_prev: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
     """One forward step x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)."""
-    return (_coef(schedule, schedule.alphas.sqrt(), t, x_prev) * x_prev
-            + _coef(schedule, schedule.betas.sqrt(), t, x_prev) * noise)
+    return (
+        _coef(schedule, schedule.alphas.sqrt(), t, x_prev) * x_prev
+        + _coef(schedule, schedule.betas.sqrt(), t, x_prev) * noise
+    )
 
 
 def q_posterior(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor]:
     """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 7); the variance is shaped to broadcast."""
-    mean = (_coef(schedule, schedule.posterior_mean_coef1, t, x_t) * x0
-            + _coef(schedule, schedule.posterior_mean_coef2, t, x_t) * x_t)
+    mean = (
+        _coef(schedule, schedule.posterior_mean_coef1, t, x_t) * x0
+        + _coef(schedule, schedule.posterior_mean_coef2, t, x_t) * x_t
+    )
     return mean, _coef(schedule, schedule.posterior_variance, t, x_t)
 
 
 def velocity(schedule: NoiseSchedule, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
     """The v-prediction target: sqrt(alpha-bar_t) eps - sqrt(1 - alpha-bar_t) x_0."""
-    return (_coef(schedule, schedule.sqrt_alphas_cumprod, t, x0) * noise
-            - _coef(schedule, schedule.sqrt_one_minus_alphas_cumprod, t, x0) * x0)
+    return (
+        _coef(schedule, schedule.sqrt_alphas_cumprod, t, x0) * noise
+        - _coef(schedule, schedule.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+    )
 
 
-def predict_x0(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_output: Tensor,
-               objective: str) -> Tensor:
+def predict_x0(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_output: Tensor, objective: str) -> Tensor:
     """x_0 implied by a network's output under the given objective ("eps", "x0" or "v")."""
     check_objective(objective)
     if objective == "x0":
@@ -72,8 +79,7 @@ def predict_x0(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_outp
     return (x_t - sqrt_1ma * model_output) / sqrt_a
 
 
-def predict_eps(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_output: Tensor,
-                objective: str) -> Tensor:
+def predict_eps(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_output: Tensor, objective: str) -> Tensor:
     """The noise eps implied by a network's output under the given objective."""
     check_objective(objective)
     if objective == "eps":
@@ -85,8 +91,7 @@ def predict_eps(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_out
     return (x_t - sqrt_a * model_output) / sqrt_1ma
 
 
-def predict_v(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_output: Tensor,
-              objective: str) -> Tensor:
+def predict_v(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, model_output: Tensor, objective: str) -> Tensor:
     """The velocity v implied by a network's output under the given objective."""
     if objective == "v":
         return model_output

@@ -21,12 +21,13 @@ def make_grid(images: np.ndarray, ncols: int | None = None, padding: int = 2, pa
     count, height, width, channels = images.shape
     ncols = ncols or math.ceil(math.sqrt(count))
     nrows = math.ceil(count / ncols)
-    grid = np.full((nrows * (height + padding) + padding, ncols * (width + padding) + padding, channels),
-                   pad_value, dtype=np.uint8)
+    grid = np.full(
+        (nrows * (height + padding) + padding, ncols * (width + padding) + padding, channels), pad_value, dtype=np.uint8
+    )
     for i, image in enumerate(images):
         row, col = divmod(i, ncols)
         top, left = padding + row * (height + padding), padding + col * (width + padding)
-        grid[top:top + height, left:left + width] = image
+        grid[top : top + height, left : left + width] = image
     return grid
 
 

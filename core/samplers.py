@@ -27,8 +27,12 @@ from core.schedules import NoiseSchedule
 SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")
 
 
-def draw_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
-               device: torch.device | str, dtype: torch.dtype) -> Tensor:
+def draw_noise(
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | None,
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> Tensor:
     """Standard normal noise drawn on the generator's device (so a seed means the same noise everywhere), then
     moved to `device`."""
     draw_device = generator.device if generator is not None else device
@@ -57,8 +61,9 @@ class Sampler:
 
     name = "base"
 
-    def __init__(self, schedule: NoiseSchedule, *, objective: str = "eps", clip_x0: bool = False,
-                 spacing: str = "leading"):
+    def __init__(
+        self, schedule: NoiseSchedule, *, objective: str = "eps", clip_x0: bool = False, spacing: str = "leading"
+    ):
         check_objective(objective)
         if spacing not in SPACINGS:
             raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
@@ -87,12 +92,27 @@ class Sampler:
             pred_eps = predict_eps(self.schedule, x_t, t, model_output, self.objective)
         return pred_x0, pred_eps
 
-    def step_from_predictions(self, x_t: Tensor, t: int, t_prev: int, pred_x0: Tensor, pred_eps: Tensor,
-                              generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+    def step_from_predictions(
+        self,
+        x_t: Tensor,
+        t: int,
+        t_prev: int,
+        pred_x0: Tensor,
+        pred_eps: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
         raise NotImplementedError
 
-    def step(self, x_t: Tensor, t: int, t_prev: int, model_output: Tensor,
-             generator: torch.Generator | None = None, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def step(
+        self,
+        x_t: Tensor,
+        t: int,
+        t_prev: int,
+        model_output: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """One reverse step from x_t at t to x_{t_prev} (t_prev = -1: the clean sample). Returns (x_prev, pred_x0).
         Fresh noise comes from `generator`, or pass `noise` to inject it."""
         if not -1 <= t_prev < t < self.schedule.num_timesteps:
@@ -111,8 +131,16 @@ class DDPMSampler(Sampler):
 
     name = "ddpm"
 
-    def step_from_predictions(self, x_t: Tensor, t: int, t_prev: int, pred_x0: Tensor, pred_eps: Tensor,
-                              generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+    def step_from_predictions(
+        self,
+        x_t: Tensor,
+        t: int,
+        t_prev: int,
+        pred_x0: Tensor,
+        pred_eps: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
         a_t, a_prev = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_prev)
         beta_t = 1.0 - a_t / a_prev  # 1. effective beta of the jump t_prev -> t
         # 2. posterior mean coefficients, Ho et al. eq. 7
@@ -133,15 +161,30 @@ class DDIMSampler(Sampler):
 
     name = "ddim"
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, *, objective: str = "eps",
-                 clip_x0: bool = False, spacing: str = "leading"):
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        eta: float = 0.0,
+        *,
+        objective: str = "eps",
+        clip_x0: bool = False,
+        spacing: str = "leading",
+    ):
         super().__init__(schedule, objective=objective, clip_x0=clip_x0, spacing=spacing)
         if not (0.0 <= eta <= 1.0):
             raise ValueError(f"eta must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta}")
         self.eta = float(eta)
 
-    def step_from_predictions(self, x_t: Tensor, t: int, t_prev: int, pred_x0: Tensor, pred_eps: Tensor,
-                              generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+    def step_from_predictions(
+        self,
+        x_t: Tensor,
+        t: int,
+        t_prev: int,
+        pred_x0: Tensor,
+        pred_eps: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
         a_t, a_prev = self.schedule.alpha_bar(t), self.schedule.alpha_bar(t_prev)
         # 1. sigma_t, eq. 16
         sigma = self.eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
@@ -157,8 +200,15 @@ class DDIMSampler(Sampler):
 SAMPLERS: dict[str, type[Sampler]] = {"ddpm": DDPMSampler, "ddim": DDIMSampler}
 
 
-def make_sampler(name: str, schedule: NoiseSchedule, *, eta: float = 0.0, objective: str = "eps",
-                 clip_x0: bool = False, spacing: str = "leading") -> Sampler:
+def make_sampler(
+    name: str,
+    schedule: NoiseSchedule,
+    *,
+    eta: float = 0.0,
+    objective: str = "eps",
+    clip_x0: bool = False,
+    spacing: str = "leading",
+) -> Sampler:
     """A sampler by name ("ddpm" or "ddim"); eta applies to DDIM only."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -183,8 +233,9 @@ def model_dtype(model: nn.Module) -> torch.dtype:
     return param.dtype if param is not None else torch.float32
 
 
-def guided_output(model: nn.Module, x_t: Tensor, t: int, y: Tensor | None = None,
-                  guidance_scale: float = 1.0) -> Tensor:
+def guided_output(
+    model: nn.Module, x_t: Tensor, t: int, y: Tensor | None = None, guidance_scale: float = 1.0
+) -> Tensor:
     """The network's output at t; with labels and guidance_scale != 1, classifier-free guidance
     (Ho & Salimans 2022): out = out_uncond + s (out_cond - out_uncond), both in one batched call."""
     batch = x_t.shape[0]

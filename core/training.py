@@ -38,7 +38,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto": cuda, then mps, then cpu (with one thread per available core). Or an explicit device name."""
+    """ "auto": cuda, then mps, then cpu (with one thread per available core). Or an explicit device name."""
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -160,8 +160,9 @@ def lr_at(config: TrainConfig, step: int, progress: float) -> float:
 class Trainer:
     """Holds a model, its EMA, optimizer, data and RNG; `run()` trains and yields a ProgressRecord per step."""
 
-    def __init__(self, config: TrainConfig, *, dataset: ImageDataset | None = None,
-                 resume_from: str | Path | None = None):
+    def __init__(
+        self, config: TrainConfig, *, dataset: ImageDataset | None = None, resume_from: str | Path | None = None
+    ):
         config.validate()
         self.config = config
         self.device = pick_device(config.device)
@@ -173,10 +174,13 @@ class Trainer:
         self.images = self.data.images.to(self.device)  # (N, C, H, W)
         self.labels = self.data.labels.to(self.device) if self.data.labels is not None else None
         self.schedule = make_schedule(config.schedule, config.num_timesteps)
-        self.model: nn.Module = make_unet(
-            config.preset, in_channels=self.data.channels,
-            num_classes=self.data.num_classes if config.class_conditional else None,
-        ).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, the caller's global RNG untouched
+            torch.manual_seed(config.seed)
+            self.model: nn.Module = make_unet(
+                config.preset,
+                in_channels=self.data.channels,
+                num_classes=self.data.num_classes if config.class_conditional else None,
+            ).to(self.device)
         self.model.check_input(self.images[:1])
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -187,14 +191,17 @@ class Trainer:
         self._bucket_losses: list[float | None] = [None] * config.num_buckets
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=self.config.lr, betas=(0.9, 0.999),
-                                 weight_decay=self.config.weight_decay)
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=self.config.lr, betas=(0.9, 0.999), weight_decay=self.config.weight_decay
+        )
 
     def _resume(self, directory: Path) -> None:
         checkpoint = load_checkpoint(directory, device=self.device)
         if checkpoint.config["model"] != self.model.config:
-            raise ValueError("the checkpoint's model does not match this run's preset and dataset "
-                             f"({checkpoint.config['model'].get('extra', {})} vs {self.model.config.get('extra')})")
+            raise ValueError(
+                "the checkpoint's model does not match this run's preset and dataset "
+                f"({checkpoint.config['model'].get('extra', {})} vs {self.model.config.get('extra')})"
+            )
         if checkpoint.schedule.params != self.schedule.params or checkpoint.objective != self.config.objective:
             raise ValueError("the checkpoint was trained with another schedule or objective; resume with the same")
         self.model.load_state_dict(checkpoint.model.state_dict())
@@ -211,8 +218,12 @@ class Trainer:
         return {
             "schedule": self.schedule.params,
             "objective": self.config.objective,
-            "dataset": {"name": self.data.name, "image_size": self.data.image_size,
-                        "channels": self.data.channels, "num_classes": self.data.num_classes},
+            "dataset": {
+                "name": self.data.name,
+                "image_size": self.data.image_size,
+                "channels": self.data.channels,
+                "num_classes": self.data.num_classes,
+            },
             "class_conditional": self.config.class_conditional,
             "step": self.step,
             "training": asdict(self.config),
@@ -221,10 +232,14 @@ class Trainer:
     def save(self, directory: str | Path, *, with_training_state: bool = True) -> Path:
         """Save weights, EMA and (for resuming) optimizer and RNG states as a checkpoint folder."""
         return save_checkpoint(
-            directory, self.model, self.checkpoint_config(), ema_model=self.ema_model,
+            directory,
+            self.model,
+            self.checkpoint_config(),
+            ema_model=self.ema_model,
             optimizer=self.optimizer if with_training_state else None,
             rng_states={"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
-            if with_training_state else None,
+            if with_training_state
+            else None,
         )
 
     def _update_ema(self) -> None:
@@ -254,9 +269,16 @@ class Trainer:
         x0 = self.images[index]  # (B, C, H, W)
         y = self.labels[index] if cfg.class_conditional else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            result = training_loss(self.model, self.schedule, x0, objective=cfg.objective, y=y,
-                                   p_uncond=cfg.p_uncond if y is not None else 0.0, weighting=cfg.weighting,
-                                   generator=self.generator)
+            result = training_loss(
+                self.model,
+                self.schedule,
+                x0,
+                objective=cfg.objective,
+                y=y,
+                p_uncond=cfg.p_uncond if y is not None else 0.0,
+                weighting=cfg.weighting,
+                generator=self.generator,
+            )
         loss = float(result.loss.detach())
         if not math.isfinite(loss):
             raise TrainingDiverged(self._diverged_message("loss", loss, lr))
@@ -276,8 +298,10 @@ class Trainer:
         return loss, grad_norm
 
     def _diverged_message(self, what: str, value: float, lr: float) -> str:
-        return (f"training stopped at step {self.step + 1}: the {what} became {value}. The weights from step "
-                f"{self.step} are kept. Try a smaller learning rate (now {lr:.3g}) or a smaller batch.")
+        return (
+            f"training stopped at step {self.step + 1}: the {what} became {value}. The weights from step "
+            f"{self.step} are kept. Try a smaller learning rate (now {lr:.3g}) or a smaller batch."
+        )
 
     def run(self) -> Iterator[ProgressRecord]:
         """Train until `steps` or `time_budget` is reached, yielding a ProgressRecord after every step.
@@ -291,17 +315,24 @@ class Trainer:
                 return
             if cfg.time_budget is not None and elapsed >= cfg.time_budget:
                 return
-            progress = max(self.step / cfg.steps if cfg.steps else 0.0,
-                           elapsed / cfg.time_budget if cfg.time_budget else 0.0)
+            progress = max(
+                self.step / cfg.steps if cfg.steps else 0.0, elapsed / cfg.time_budget if cfg.time_budget else 0.0
+            )
             lr = lr_at(cfg, self.step, progress)
             loss, grad_norm = self.train_step(lr)
             elapsed = time.perf_counter() - start
             done = self.step - start_step
             steps_per_second = done / elapsed if elapsed > 0 else 0.0
             yield ProgressRecord(
-                step=self.step, total_steps=cfg.steps, loss=loss, lr=lr, grad_norm=grad_norm,
-                images_per_second=steps_per_second * cfg.batch_size, elapsed=elapsed,
-                eta_seconds=self._eta(elapsed, steps_per_second), bucket_losses=list(self._bucket_losses),
+                step=self.step,
+                total_steps=cfg.steps,
+                loss=loss,
+                lr=lr,
+                grad_norm=grad_norm,
+                images_per_second=steps_per_second * cfg.batch_size,
+                elapsed=elapsed,
+                eta_seconds=self._eta(elapsed, steps_per_second),
+                bucket_losses=list(self._bucket_losses),
                 device=str(self.device),
             )
 

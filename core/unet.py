@@ -75,8 +75,9 @@ class SelfAttention(nn.Module):
 class Level(nn.Module):
     """The residual blocks (each optionally followed by attention) of one U-Net level, down or up."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, num_blocks: int, attention: bool,
-                 dropout: float):
+    def __init__(
+        self, in_channels: int, out_channels: int, emb_dim: int, num_blocks: int, attention: bool, dropout: float
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
             ResidualBlock(in_channels if i == 0 else out_channels, out_channels, emb_dim, dropout)
@@ -113,12 +114,16 @@ class UNetConfig:
             (self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}"),
             (self.out_channels is None or self.out_channels >= 1, "out_channels must be >= 1"),
             (self.base_channels >= 1, f"base_channels must be >= 1, got {self.base_channels}"),
-            (len(self.channel_mults) >= 1 and all(m >= 1 for m in self.channel_mults),
-             f"channel_mults must be positive integers, got {self.channel_mults}"),
+            (
+                len(self.channel_mults) >= 1 and all(m >= 1 for m in self.channel_mults),
+                f"channel_mults must be positive integers, got {self.channel_mults}",
+            ),
             (self.num_res_blocks >= 1, f"num_res_blocks must be >= 1, got {self.num_res_blocks}"),
             (self.time_emb_dim >= 4, f"time_emb_dim must be >= 4, got {self.time_emb_dim}"),
-            (all(0 <= a < len(self.channel_mults) for a in self.attention_levels),
-             f"attention_levels must be in 0..{len(self.channel_mults) - 1}, got {self.attention_levels}"),
+            (
+                all(0 <= a < len(self.channel_mults) for a in self.attention_levels),
+                f"attention_levels must be in 0..{len(self.channel_mults) - 1}, got {self.attention_levels}",
+            ),
             (self.num_classes is None or self.num_classes >= 1, "num_classes must be >= 1 or None"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
         ]
@@ -148,9 +153,19 @@ class UNet(nn.Module):
         extra: dict | None = None,
     ):
         super().__init__()
-        cfg = UNetConfig(in_channels, out_channels, base_channels, tuple(channel_mults), num_res_blocks,
-                         time_emb_dim, tuple(attention_levels), mid_attention, num_classes, dropout,
-                         dict(extra or {}))
+        cfg = UNetConfig(
+            in_channels,
+            out_channels,
+            base_channels,
+            tuple(channel_mults),
+            num_res_blocks,
+            time_emb_dim,
+            tuple(attention_levels),
+            mid_attention,
+            num_classes,
+            dropout,
+            dict(extra or {}),
+        )
         cfg.validate()
         self.cfg = cfg
         self.num_classes = num_classes
@@ -165,8 +180,9 @@ class UNet(nn.Module):
         self.downsamples = nn.ModuleList()
         channels = widths[0]
         for i, width in enumerate(widths):
-            self.down_levels.append(Level(channels, width, time_emb_dim, num_res_blocks,
-                                          i in cfg.attention_levels, dropout))
+            self.down_levels.append(
+                Level(channels, width, time_emb_dim, num_res_blocks, i in cfg.attention_levels, dropout)
+            )
             channels = width
             if i < self.num_levels - 1:
                 self.downsamples.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
@@ -179,8 +195,9 @@ class UNet(nn.Module):
         self.upsamples = nn.ModuleList()
         for i in reversed(range(self.num_levels)):
             width = widths[i]
-            self.up_levels.append(Level(channels + width, width, time_emb_dim, num_res_blocks,
-                                        i in cfg.attention_levels, dropout))
+            self.up_levels.append(
+                Level(channels + width, width, time_emb_dim, num_res_blocks, i in cfg.attention_levels, dropout)
+            )
             channels = width
             if i > 0:
                 self.upsamples.append(nn.Conv2d(width, widths[i - 1], 3, padding=1))
@@ -265,13 +282,18 @@ PRESETS: dict[str, dict] = {
     # live training on a 2-core CPU: about a tenth of the seed's cost per image at 32x32
     "tiny": dict(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, time_emb_dim=64),
     # shipped pretrained checkpoints: two blocks per level, attention at the lowest resolution
-    "small": dict(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, time_emb_dim=128,
-                  attention_levels=(2,), mid_attention=True),
+    "small": dict(
+        base_channels=32,
+        channel_mults=(1, 2, 2),
+        num_res_blocks=2,
+        time_emb_dim=128,
+        attention_levels=(2,),
+        mid_attention=True,
+    ),
 }
 
 
-def make_unet(preset: str = "tiny", *, in_channels: int = 1, num_classes: int | None = None,
-              **overrides) -> UNet:
+def make_unet(preset: str = "tiny", *, in_channels: int = 1, num_classes: int | None = None, **overrides) -> UNet:
     """Build a U-Net from a named preset ("seed", "tiny", "small"), with any constructor argument overridden."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")

@@ -1,0 +1,11 @@
+"""Run DDPM Explorer: `python app.py` serves the app on 127.0.0.1:7860.
+
+GRADIO_SERVER_NAME and GRADIO_SERVER_PORT are respected (Hugging Face Spaces sets them). `demo` is importable.
+"""
+
+from explorer.app import build_app
+
+demo = build_app()
+
+if __name__ == "__main__":
+    demo.launch()

@@ -1,0 +1,1 @@
+"""DDPM Explorer's Gradio app: figures, image handling, sessions and tabs. Calls `core`, never the reverse."""

@@ -1,0 +1,120 @@
+"""The training loop: it learns, it is reproducible, it resumes exactly, it stops on a non-finite loss."""
+
+import pytest
+import torch
+
+from core.data import ImageDataset, load_dataset
+from core.training import TrainConfig, Trainer, TrainingDiverged, lr_at, pick_device
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("mnist5k", split="train", image_size=32).subset(256)
+
+
+def quick_config(**overrides):
+    return TrainConfig(**{"steps": 20, "batch_size": 16, "warmup_steps": 5, "device": "cpu", **overrides})
+
+
+def test_200_steps_of_tiny_lower_the_loss_by_30_percent(digits):
+    records = list(Trainer(quick_config(steps=200, batch_size=32), dataset=digits).run())
+    assert len(records) == 200 and [r.step for r in records] == list(range(1, 201))
+    first, last = sum(r.loss for r in records[:10]) / 10, sum(r.loss for r in records[-20:]) / 20
+    assert last < 0.7 * first, (first, last)
+    final = records[-1]
+    assert final.images_per_second > 0 and final.device == "cpu" and final.eta_seconds == pytest.approx(0, abs=1)
+    assert len(final.bucket_losses) == 10 and all(b is not None for b in final.bucket_losses)
+    # the loss is hardest to reduce at small t for eps-prediction: the first bucket is the largest
+    assert final.bucket_losses[0] == max(final.bucket_losses)
+
+
+def test_same_seed_same_losses_and_other_seed_differs(digits):
+    a = [r.loss for r in Trainer(quick_config(seed=1), dataset=digits).run()]
+    b = [r.loss for r in Trainer(quick_config(seed=1), dataset=digits).run()]
+    c = [r.loss for r in Trainer(quick_config(seed=2), dataset=digits).run()]
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.parametrize("class_conditional", [False, True])
+def test_resume_reproduces_the_uninterrupted_run(digits, tmp_path, class_conditional):
+    config = quick_config(steps=12, class_conditional=class_conditional, ema_decay=0.9)
+    uninterrupted = [r.loss for r in Trainer(config, dataset=digits).run()]
+    first = Trainer(config, dataset=digits)
+    k = 7
+    for record in first.run():
+        if record.step == k:
+            break
+    first.save(tmp_path / "ckpt")
+    resumed = Trainer(config, dataset=digits, resume_from=tmp_path / "ckpt")
+    assert resumed.step == k
+    rest = [r.loss for r in resumed.run()]
+    assert rest == uninterrupted[k:]
+    assert torch.equal(next(resumed.ema_model.parameters()), next(resumed.ema_model.parameters()))
+
+
+def test_resume_refuses_a_different_model(digits, tmp_path):
+    trainer = Trainer(quick_config(steps=2), dataset=digits)
+    list(trainer.run())
+    trainer.save(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="does not match"):
+        Trainer(quick_config(preset="small"), dataset=digits, resume_from=tmp_path / "ckpt")
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_finite_weights(digits):
+    own = ImageDataset(digits.name, digits.images.clone(), digits.labels, digits.num_classes)
+    trainer = Trainer(quick_config(steps=50), dataset=own)
+    run = trainer.run()
+    for _ in range(3):
+        next(run)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.images[:] = float("nan")  # a corrupted batch from now on
+    with pytest.raises(TrainingDiverged, match=r"stopped at step 4: the loss became nan.*step 3 are kept"):
+        next(run)
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert trainer.step == 3
+
+
+def test_class_conditional_needs_labels():
+    unlabeled = ImageDataset("blank", torch.zeros(8, 1, 32, 32))
+    with pytest.raises(ValueError, match="has no labels"):
+        Trainer(quick_config(class_conditional=True), dataset=unlabeled)
+
+
+def test_time_budget_stops_the_run(digits):
+    records = list(Trainer(quick_config(steps=None, time_budget=1.0), dataset=digits).run())
+    assert records and records[-1].elapsed < 3.0
+
+
+def test_learning_rate_schedule_warms_up_then_decays():
+    config = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(config, 0, 0.0) == pytest.approx(1e-4)
+    assert lr_at(config, 9, 0.01) == pytest.approx(1e-3)
+    assert lr_at(config, 500, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(config, 1000, 1.0) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(lr=-1.0), "lr must be in"),
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(steps=None, time_budget=None), "give steps, time_budget or both"),
+        (dict(objective="score"), "unknown objective"),
+        (dict(schedule="quadratic"), "unknown schedule"),
+        (dict(preset="huge"), "unknown preset"),
+        (dict(ema_decay=1.0), "ema_decay"),
+    ],
+)
+def test_bad_config_is_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides).validate()
+
+
+def test_device_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in {"cuda", "mps", "cpu"}
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            pick_device("cuda")
