@@ -24,20 +24,16 @@ keeping the rest of the file). Run it on a quiet machine, from the repository ro
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
-import platform
 import shlex
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import RESULTS_PATH, busy_warning, machine_description, time_calls, write_section
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -53,7 +49,6 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise SystemExit("this benchmark compares against diffusers: pip install -e '.[test]'") from error
 
-RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION_HEADING = "## Training throughput (benchmarks/train_throughput.py)"
 IMAGE_SIZE = 32
 CHANNELS = 1
@@ -158,19 +153,6 @@ def describe(config: dict) -> str:
 # -------------------------------------------------------------------------------------------------- timing
 
 
-def time_calls(fn: Callable[[], object], *, warmup: int, min_calls: int, min_seconds: float = 0.0) -> list[float]:
-    """Call fn `warmup` times untimed, then until both min_calls calls and min_seconds of wall clock are done;
-    return the duration of each timed call in seconds."""
-    for _ in range(warmup):
-        fn()
-    durations: list[float] = []
-    while len(durations) < min_calls or sum(durations) < min_seconds:
-        start = time.perf_counter()
-        fn()
-        durations.append(time.perf_counter() - start)
-    return durations
-
-
 def measure(contender: Contender, args: argparse.Namespace) -> Result:
     model = contender.model
     torch.manual_seed(0)
@@ -210,40 +192,6 @@ def measure(contender: Contender, args: argparse.Namespace) -> Result:
 
 
 # ----------------------------------------------------------------------------------------------------- report
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def machine_description(threads: int) -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return (
-        f"{date}; CPU: {cpu_model()} ({available_cores()} available cores); torch {torch.__version__} "
-        f"with {threads} threads; diffusers {diffusers.__version__}; Python {platform.python_version()}; "
-        f"{platform.system()} {platform.release()}; load average at start: {load}"
-    )
-
-
-def busy_warning() -> str | None:
-    """A warning when other processes already keep the CPUs busy (1-minute load average above half the cores),
-    since wall-clock throughput then measures the contention more than the models."""
-    if not hasattr(os, "getloadavg"):
-        return None
-    load, cores = os.getloadavg()[0], available_cores()
-    if load <= cores / 2:
-        return None
-    return (
-        f"the machine was busy when this run started (load average {load:.2f} on {cores} cores): these "
-        "timings are unreliable; rerun on a quiet machine"
-    )
 
 
 def ratio(a: float, b: float) -> str:
@@ -320,20 +268,6 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the section (from its heading to the next "## " heading) in path, or append it; create the file
-    with a "# Benchmark results" heading if it is missing."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION_HEADING), None)
-    if start is None:
-        before, after = text.rstrip("\n") + "\n\n", ""
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        before, after = "".join(lines[:start]), "".join(lines[end:])
-    path.write_text(before + section + ("\n" + after if after else ""))
-
-
 # ------------------------------------------------------------------------------------------------------- main
 
 
@@ -379,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     threads = available_cores()
     torch.set_num_threads(threads)
-    machine = machine_description(threads)
+    machine = machine_description(threads, f"diffusers {diffusers.__version__}")
     warning = busy_warning()
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv])
     print(machine, flush=True)
@@ -403,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(section)
     if not args.no_write:
-        write_section(RESULTS_PATH, section)
+        write_section(SECTION_HEADING, section)
         print(f"written to {RESULTS_PATH}")
 
 

@@ -1,0 +1,78 @@
+"""Shared helpers of the benchmark scripts: timing loops, the machine description, and RESULTS.md sections."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from core.training import available_cores
+
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int, min_calls: int, min_seconds: float = 0.0) -> list[float]:
+    """Call fn `warmup` times untimed, then until both min_calls calls and min_seconds of wall clock are done;
+    return the duration of each timed call in seconds."""
+    for _ in range(warmup):
+        fn()
+    durations: list[float] = []
+    while len(durations) < min_calls or sum(durations) < min_seconds:
+        start = time.perf_counter()
+        fn()
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description(threads: int, extra: str = "") -> str:
+    """Date, CPU, cores, torch and thread count, Python, OS and the load average, in one line."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        f"{date}; CPU: {cpu_model()} ({available_cores()} available cores); torch {torch.__version__} "
+        f"with {threads} threads; {extra + '; ' if extra else ''}Python {platform.python_version()}; "
+        f"{platform.system()} {platform.release()}; load average at start: {load}"
+    )
+
+
+def busy_warning() -> str | None:
+    """A warning when other processes already keep the CPUs busy (1-minute load average above half the cores),
+    since wall-clock timings then measure the contention more than the code."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], available_cores()
+    if load <= cores / 2:
+        return None
+    return (
+        f"the machine was busy when this run started (load average {load:.2f} on {cores} cores): these "
+        "timings are unreliable; rerun on a quiet machine"
+    )
+
+
+def write_section(heading: str, section: str, path: Path = RESULTS_PATH) -> None:
+    """Replace the section (from `heading` to the next "## " heading) in path, or append it; create the file
+    with a "# Benchmark results" heading if it is missing. `section` starts with the heading line."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    if start is None:
+        before, after = text.rstrip("\n") + "\n\n", ""
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        before, after = "".join(lines[:start]), "".join(lines[end:])
+    path.write_text(before + section + ("\n" + after if after else ""))
