@@ -3,9 +3,9 @@
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT are respected (Hugging Face Spaces sets them). `demo` is importable.
 """
 
-from explorer.app import build_app
+from explorer.app import CSS, LAUNCH_OPTIONS, build_app
 
 demo = build_app()
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(css=CSS, **LAUNCH_OPTIONS)

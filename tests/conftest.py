@@ -23,12 +23,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def app_url() -> Iterator[str]:
-    """The real app, launched in this process on 127.0.0.1 and a free port."""
-    from explorer.app import build_app
+    """The real app, launched in this process on 127.0.0.1 and a free port, with app.py's launch options."""
+    from explorer.app import CSS, LAUNCH_OPTIONS, build_app
 
     demo = build_app()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, **LAUNCH_OPTIONS
+    )
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -1,47 +1,185 @@
-"""The app: it builds, serves, answers through gradio_client, refuses bad input, and renders in Chromium."""
+"""The app end to end: every tab's endpoints through gradio_client against a launched server (normal and bad
+input), and the real page in headless Chromium (every tab, the t slider, an upload), with screenshots."""
 
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
+from PIL import Image
 
 import app
-from explorer.app import build_app, schedule_table
+from explorer.tabs.forward import MY_UPLOAD
+from explorer.tabs.schedules import schedule_figures
+
+TABS = ["Schedules", "Forward process", "Time embedding", "U-Net"]
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
 
 
 def test_app_module_exposes_blocks_without_launching():
     import gradio as gr
 
     assert isinstance(app.demo, gr.Blocks)
-    assert isinstance(build_app(), gr.Blocks)
 
 
-def test_schedule_table_values_come_from_the_core():
-    rows = {row[0]: row for row in schedule_table(1000)}
-    assert set(rows) == {"linear", "cosine", "sigmoid", "scaled_linear"}
-    assert rows["linear"][-1] == "4.036e-05" and rows["cosine"][-1] == "2.429e-09"
-
-
-def test_client_gets_the_table_and_bad_t_gets_a_message(app_url):
-    client = Client(app_url, verbose=False)
-    result = client.predict(200, api_name="/schedule_table")
-    rows = {row[0]: row for row in result["data"]}
-    expected = {row[0]: row for row in schedule_table(200)}
-    assert rows["linear"] == expected["linear"]
+def test_schedules_endpoint(client):
+    alpha, *_, health = client.predict(
+        ["linear", "scaled_linear"], 1000, 1e-4, 0.02, 0.008, False, api_name="/schedule_figures"
+    )
+    figure = json.loads(alpha["plot"])
+    assert [trace["name"] for trace in figure["data"] if trace.get("mode") == "lines"] == ["linear", "scaled_linear"]
+    expected = schedule_figures(["linear", "scaled_linear"], 1000, 1e-4, 0.02, 0.008, False)[4]
+    assert health["data"] == expected
     with pytest.raises(Exception, match="less than minimum value 10"):
-        client.predict(5, api_name="/schedule_table")
+        client.predict(["linear"], 5, 1e-4, 0.02, 0.008, False, api_name="/schedule_figures")
+    with pytest.raises(Exception, match="must be smaller than beta_end"):
+        client.predict(["linear"], 1000, 0.03, 0.02, 0.008, False, api_name="/schedule_figures")
 
 
-def visible_text(page, text):
-    return page.get_by_text(text, exact=True).filter(visible=True).first
+def test_schedule_export_endpoint(client):
+    from diffusers import DDPMScheduler
+
+    path = client.predict("cosine + zero terminal SNR", 1000, 1e-4, 0.02, 0.008, api_name="/export_schedule")
+    scheduler = DDPMScheduler.from_config(json.loads(Path(path).read_text()))
+    assert scheduler.alphas_cumprod[-1].item() == 0.0
 
 
-def test_page_renders_in_chromium_and_t_updates_the_table(app_url, page, artifacts):
+def test_forward_endpoints_with_an_example_and_an_upload(client, tmp_path):
+    outputs = client.predict("astronaut", None, "linear", 300, 0, "cosine", True, api_name="/forward_step")
+    x_t, signal, noise, _histogram, left, right, caption = outputs
+    for path in (x_t, signal, noise, left, right):
+        with Image.open(path) as image:
+            assert max(image.size) <= 256
+    assert "nearest log-SNR" in caption
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(photo)
+    uploaded = client.predict(
+        MY_UPLOAD, handle_file(str(photo)), "linear", 10, 0, "cosine", False, api_name="/forward_step"
+    )
+    with Image.open(uploaded[0]) as image:
+        assert image.size == (256, 256)
+    strip = client.predict(MY_UPLOAD, handle_file(str(photo)), "linear", 0, api_name="/forward_strip")
+    assert [item["caption"] for item in strip][:2] == ["t = 0", "t = 143"] and len(strip) == 8
+
+
+def bomb_png(side: int = 20_000) -> bytes:
+    """A valid 1-bit PNG of side x side black pixels: a few kB on disk, 400 megapixels decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    rows = zlib.compress((b"\x00" + b"\x00" * ((side + 7) // 8)) * side, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (np.random.default_rng(1).bytes(3000), "random.png", "could not read this image"),
+        (b"", "empty.png", "could not read this image"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "drawing.svg", "Invalid file type"),  # Gradio's file_types
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "drawing.png", "not accepted"),  # ours, whatever the name
+        (None, "bomb.png", "too large"),
+    ],
+)
+def test_bad_uploads_get_a_clear_message(client, tmp_path, content, name, message):
+    path = tmp_path / name
+    path.write_bytes(bomb_png() if content is None else content)
+    with pytest.raises(Exception, match=message):
+        client.predict(MY_UPLOAD, handle_file(str(path)), "linear", 10, 0, "cosine", False, api_name="/forward_step")
+    # the server keeps serving
+    assert client.predict("astronaut", None, "linear", 10, 0, "cosine", False, api_name="/forward_step")[0]
+
+
+def test_forward_t_out_of_range_through_the_api(client):
+    with pytest.raises(Exception, match=r"greater than maximum value 999|t must be a whole number"):
+        client.predict("astronaut", None, "linear", 5000, 0, "cosine", False, api_name="/forward_step")
+
+
+def test_embedding_endpoint(client):
+    _, curves, _ = client.predict(32, 200, "0, 5", api_name="/embedding_figures")
+    assert len(json.loads(curves["plot"])["data"]) == 2
+    with pytest.raises(Exception, match="between 0 and 31"):
+        client.predict(32, 200, "40", api_name="/embedding_figures")
+
+
+# ---- the real page ---------------------------------------------------------------------------------------------
+
+
+def open_tab(page, name):
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_timeout(300)
+
+
+def visible(page, selector):
+    return page.locator(selector).filter(visible=True)
+
+
+def image_sources(page):
+    return [img.get_attribute("src") for img in visible(page, "img").all()]
+
+
+def test_every_tab_in_chromium(app_url, page, artifacts, tmp_path):
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(app_url)
     page.get_by_text("See every part of a denoising diffusion model move").wait_for(timeout=30_000)
     assert page.title() == "DDPM Explorer"
-    visible_text(page, "4.036e-05").wait_for(timeout=30_000)  # linear alpha-bar at t = 999
-    page.screenshot(path=str(artifacts / "app_about.png"), full_page=True)
-    expected = dict((row[0], row[-1]) for row in schedule_table(200))["linear"]
-    number = page.get_by_label("number input for T, the number of diffusion steps")
-    number.fill("200")
-    number.press("Enter")
-    visible_text(page, expected).wait_for(timeout=30_000)
+
+    # Schedules: ticking a schedule adds its curve to the alpha-bar plot
+    visible(page, ".js-plotly-plot").first.wait_for(timeout=30_000)
+    traces = "el => el.data.filter(t => t.mode === 'lines').length"
+    assert visible(page, ".js-plotly-plot").first.evaluate(traces) == 2
+    page.screenshot(path=str(artifacts / "tab_schedules.png"), full_page=True)
+    page.get_by_label("sigmoid", exact=True).check()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(el => el.offsetParent && "
+        "el.data.filter(t => t.mode === 'lines').length === 3)",
+        timeout=30_000,
+    )
+
+    # Forward process: move t, then upload a picture; the images and the histogram change
+    open_tab(page, "Forward process")
+    visible(page, "img").first.wait_for(timeout=30_000)
+    before = image_sources(page)
+    histogram_before = visible(page, ".js-plotly-plot").first.evaluate("el => JSON.stringify(el.data[0].y)")
+    slider = page.get_by_label("range slider for Timestep t")
+    slider.focus()
+    slider.press("End")
+    page.wait_for_function(
+        "before => [...document.querySelectorAll('img')].filter(i => i.offsetParent).map(i => i.src).join() !== before",
+        arg=",".join(before),
+        timeout=30_000,
+    )
+    histogram_after = visible(page, ".js-plotly-plot").first.evaluate("el => JSON.stringify(el.data[0].y)")
+    assert histogram_after != histogram_before
+    page.screenshot(path=str(artifacts / "tab_forward.png"), full_page=True)
+    photo = tmp_path / "stripes.png"
+    stripes = np.zeros((300, 300, 3), dtype=np.uint8)
+    stripes[:, ::20] = 255
+    Image.fromarray(stripes).save(photo)
+    after_slider = ",".join(image_sources(page))
+    page.locator("#picture-upload input[type=file]").set_input_files(str(photo))
+    page.wait_for_function(
+        "before => [...document.querySelectorAll('img')].filter(i => i.offsetParent).map(i => i.src).join() !== before",
+        arg=after_slider,
+        timeout=30_000,
+    )
+    assert page.get_by_label("my upload").is_checked()
+    page.screenshot(path=str(artifacts / "tab_forward_upload.png"), full_page=True)
+
+    # Time embedding and U-Net render their plots
+    open_tab(page, "Time embedding")
+    visible(page, ".js-plotly-plot").first.wait_for(timeout=30_000)
+    assert visible(page, ".js-plotly-plot").count() == 3
+    page.screenshot(path=str(artifacts / "tab_embedding.png"), full_page=True)
+    open_tab(page, "U-Net")
+    visible(page, ".js-plotly-plot").first.wait_for(timeout=30_000)
+    page.get_by_text("input_conv").filter(visible=True).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts / "tab_unet.png"), full_page=True)

@@ -24,11 +24,26 @@ def test_floors_are_declared_and_installed():
         assert Version(version(name)) >= Version(floor), f"installed {name} is older than {floor}"
 
 
-def test_requirements_txt_mirrors_runtime_dependencies():
+def space_header() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    assert text.startswith("---\n"), "the README starts with the Hugging Face Spaces header"
+    block = text.split("---\n")[1]
+    return dict(line.split(": ", 1) for line in block.strip().splitlines())
+
+
+def test_requirements_txt_mirrors_runtime_dependencies_with_gradio_pinned_to_the_space():
     lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
-    listed = {Requirement(line) for line in lines if line and not line.startswith("#")}
-    declared = {Requirement(r) for r in pyproject()["project"]["dependencies"]}
-    assert {str(r) for r in listed} == {str(r) for r in declared}
+    listed = {Requirement(line).name: Requirement(line) for line in lines if line and not line.startswith("#")}
+    declared = {Requirement(r).name: Requirement(r) for r in pyproject()["project"]["dependencies"]}
+    assert listed.keys() == declared.keys()
+    for name, requirement in listed.items():
+        if name != "gradio":
+            assert str(requirement) == str(declared[name])
+    header = space_header()
+    assert str(listed["gradio"].specifier) == f"=={header['sdk_version']}"
+    assert Version(header["sdk_version"]) in declared["gradio"].specifier
+    assert header["sdk"] == "gradio" and header["app_file"] == "app.py"
+    assert header["python_version"].strip('"') == "3.11"
 
 
 def test_version_and_console_script():

@@ -1,0 +1,373 @@
+"""The U-Net tab: pick a preset or your own sizes and see the network's shape, its layers and what it costs.
+
+Layout in `build_tab`; callbacks are plain functions (`fill_preset`, `describe_unet`), validated with `gr.Error`,
+so they behave the same from the page, from `gradio_client` and from tests. Every configuration is first built on
+the meta device (no memory, no compute) to check it against the budget below, so a stranger on a shared Space
+cannot tie up the machine; only then is a real copy built to time one forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import gradio as gr
+import plotly.graph_objects as go
+import torch
+
+from core.summary import ModelSummary, level_shapes, measure_forward_time, meta_unet, summarize
+from core.training import pick_device
+from core.unet import PRESETS, UNet, UNetConfig
+from explorer.unet_diagram import unet_diagram
+from explorer.widgets import explanation, whole_number
+
+PRESET_CHOICES = ("tiny", "small", "seed", "custom")
+DEFAULT_PRESET = "seed"
+DEFAULT_IMAGE_SIZE = 32
+MAX_LEVELS = 5
+BASE_CHANNELS_RANGE = (8, 256)
+MULT_RANGE = (1, 8)
+RES_BLOCKS_RANGE = (1, 4)
+TIME_EMB_CHOICES = (16, 32, 64, 128, 256, 512)
+IMAGE_SIZE_RANGE = (16, 128)
+IN_CHANNEL_CHOICES = (1, 3)
+MAX_MULTS_TEXT = 40  # characters
+# the budget: the seed preset at 128x128 (7.1 M parameters, 14 G MACs) fits; a single click costs a few seconds
+MAX_PARAMETERS = 50_000_000
+MAX_MACS = 20_000_000_000
+MAX_ATTENTION_POSITIONS = 64 * 64  # attention's memory grows with positions squared
+TIMING_REPEATS = 5
+TIMING_MAX_SECONDS = 0.5  # timed passes stop once they add up to this (at least one runs)
+
+TABLE_HEADERS = ["layer", "type", "output shape", "parameters", "multiply-accumulates"]
+INTRO = r"""### The U-Net: the network that does the denoising
+Given a noisy image $x_t$ and its step $t$, the U-Net guesses the noise $\epsilon$ that was mixed into the clean image:
+
+$$\epsilon_\theta(x_t, t) \approx \epsilon, \quad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$$
+
+It shrinks the picture level by level to see the big shapes, grows it back, and skip connections carry the fine
+details straight across. The step $t$ becomes a vector (the time embedding) that is added inside **every** residual
+block, so one network can clean up every noise level.
+"""
+
+
+def parse_channel_mults(text: object) -> tuple[int, ...]:
+    """ "1,2,4" -> (1, 2, 4): one multiplier per level, 1 to MAX_LEVELS of them, each in MULT_RANGE."""
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_MULTS_TEXT:
+        raise gr.Error(
+            f"channel multipliers: write one whole number per level separated by commas, like 1,2,4; got {text!r}"
+        )
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise gr.Error(f"channel multipliers must be whole numbers separated by commas, like 1,2,4; got {text!r}")
+    mults = tuple(int(part) for part in parts)
+    if not 1 <= len(mults) <= MAX_LEVELS:
+        raise gr.Error(f"channel multipliers: give 1 to {MAX_LEVELS} levels, got {len(mults)} ({text!r})")
+    low, high = MULT_RANGE
+    if not all(low <= m <= high for m in mults):
+        raise gr.Error(f"each channel multiplier must be from {low} to {high}; got {text!r}")
+    return mults
+
+
+def preset_controls(preset: str) -> tuple[int, str, int, list[int], bool, int]:
+    """A named preset's control values: base channels, multipliers, blocks, attention, middle attention, time width."""
+    cfg = UNetConfig(**PRESETS[preset])
+    return (
+        cfg.base_channels,
+        ",".join(str(m) for m in cfg.channel_mults),
+        cfg.num_res_blocks,
+        list(cfg.attention_levels),
+        cfg.mid_attention,
+        cfg.time_emb_dim,
+    )
+
+
+def fill_preset(preset: str) -> tuple:
+    """Callback: choosing a preset fills the controls with its values; "custom" leaves them as they are."""
+    if preset not in PRESET_CHOICES:
+        raise gr.Error(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_CHOICES)}")
+    if preset == "custom":
+        return tuple(gr.skip() for _ in range(6))
+    return preset_controls(preset)
+
+
+def mark_custom() -> str:
+    """Callback: editing a control by hand turns the preset dropdown to "custom"."""
+    return "custom"
+
+
+def build_config(
+    base_channels: object,
+    channel_mults_text: object,
+    num_res_blocks: object,
+    attention_levels: object,
+    mid_attention: object,
+    time_emb_dim: object,
+    image_size: object,
+    in_channels: object,
+) -> tuple[UNetConfig, int]:
+    """The validated U-Net config and input size of the controls, or a gr.Error that says what to change."""
+    mults = parse_channel_mults(channel_mults_text)
+    base = whole_number("base channels", base_channels, *BASE_CHANNELS_RANGE)
+    blocks = whole_number("residual blocks per level", num_res_blocks, *RES_BLOCKS_RANGE)
+    temb = whole_number("time embedding width", time_emb_dim, min(TIME_EMB_CHOICES), max(TIME_EMB_CHOICES))
+    size = whole_number("input size", image_size, *IMAGE_SIZE_RANGE)
+    channels = whole_number("input channels", in_channels, 1, 3)
+    if channels not in IN_CHANNEL_CHOICES:
+        raise gr.Error(f"input channels must be 1 (grey) or 3 (colour), got {in_channels!r}")
+    if attention_levels is None:
+        attention_levels = []
+    if not isinstance(attention_levels, (list, tuple)):
+        raise gr.Error(f"attention levels must be a list of level numbers, got {attention_levels!r}")
+    levels = len(mults)
+    attention = tuple(
+        sorted({whole_number(f"attention level (with {levels} levels)", a, 0, levels - 1) for a in attention_levels})
+    )
+    cfg = UNetConfig(
+        in_channels=channels,
+        base_channels=base,
+        channel_mults=mults,
+        num_res_blocks=blocks,
+        time_emb_dim=temb,
+        attention_levels=attention,
+        mid_attention=bool(mid_attention),
+    )
+    try:
+        level_shapes(cfg, size)  # the U-Net's own message for a size it cannot halve enough times
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
+    return cfg, size
+
+
+def preset_name(cfg: UNetConfig) -> str | None:
+    """The preset this config is (ignoring input channels), or None."""
+    for name, values in PRESETS.items():
+        if asdict(UNetConfig(**values, in_channels=cfg.in_channels)) == asdict(cfg):
+            return name
+    return None
+
+
+def check_budget(cfg: UNetConfig, image_size: int) -> ModelSummary:
+    """The summary of cfg at batch 1, computed on the meta device, or a gr.Error when it is over the budget."""
+    shapes = level_shapes(cfg, image_size)
+    attended = [shapes[a].resolution for a in cfg.attention_levels]
+    if cfg.mid_attention:
+        attended.append(shapes[-1].resolution)
+    if attended and max(attended) ** 2 > MAX_ATTENTION_POSITIONS:
+        side = int(MAX_ATTENTION_POSITIONS**0.5)
+        raise gr.Error(
+            f"self-attention at {max(attended)}x{max(attended)} compares every pixel with every other one, "
+            f"too much for this explorer (at most {side}x{side}). Move attention to a smaller level or "
+            f"use a smaller input."
+        )
+    net = meta_unet(cfg)
+    parameters = sum(p.numel() for p in net.parameters())
+    if parameters > MAX_PARAMETERS:
+        raise gr.Error(
+            f"this network would have {parameters / 1e6:.1f} M parameters; this explorer builds at most "
+            f"{MAX_PARAMETERS / 1e6:.0f} M. Use fewer base channels, smaller multipliers or fewer blocks."
+        )
+    summary = summarize(net, (1, cfg.in_channels, image_size, image_size))
+    if summary.macs > MAX_MACS:
+        raise gr.Error(
+            f"one forward pass would take {summary.macs / 1e9:.1f} G multiply-accumulates; this explorer "
+            f"runs at most {MAX_MACS / 1e9:.0f} G. Use a smaller input, fewer channels or less attention."
+        )
+    return summary
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def time_forward(cfg: UNetConfig, image_size: int) -> tuple[float, torch.device]:
+    """Median seconds of one forward pass at batch 1 on the explorer's device, and that device."""
+    device = pick_device("auto")
+    with torch.random.fork_rng(devices=[]):  # building the model must not move anyone's global RNG
+        net = UNet(**asdict(cfg))
+    net = net.to(device)
+    seconds = measure_forward_time(
+        net,
+        (1, cfg.in_channels, image_size, image_size),
+        repeats=TIMING_REPEATS,
+        warmup=1,
+        max_seconds=TIMING_MAX_SECONDS,
+    )
+    return seconds, device
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return " × ".join(str(n) for n in shape)
+
+
+def _macs_text(macs: int) -> str:
+    if macs >= 1e9:
+        return f"{macs / 1e9:.2f} G"
+    if macs >= 1e6:
+        return f"{macs / 1e6:.1f} M"
+    return f"{macs / 1e3:.1f} k" if macs >= 1e3 else str(macs)
+
+
+def table_rows(summary: ModelSummary) -> list[list]:
+    """The layer table: layer, type, output shape, parameters, multiply-accumulates."""
+    return [[r.name, r.type, _shape_text(r.output_shape), r.parameters, _macs_text(r.macs)] for r in summary.rows]
+
+
+def report(cfg: UNetConfig, image_size: int, *, label: str, measure: bool = True) -> tuple[go.Figure, list[list], str]:
+    """Diagram, layer table and one-line summary of a validated config (timed on the device when `measure`)."""
+    summary = check_budget(cfg, image_size)
+    figure = unet_diagram(cfg, image_size, title=f"{label}: {image_size}x{image_size} input, batch 1")
+    line = (
+        f"**{summary.total_parameters:,} parameters** ({summary.total_parameters * 4 / 2**20:.1f} MiB in float32) · "
+        f"**{_macs_text(summary.macs)} multiply-accumulates** per forward pass"
+    )
+    if measure:
+        seconds, device = time_forward(cfg, image_size)
+        line += f" · one forward pass takes **{seconds * 1e3:.1f} ms** on {device_label(device)}, batch 1"
+    else:
+        line += " · press **Show the network** to time a forward pass on this machine"
+    return figure, table_rows(summary), line
+
+
+def describe_unet(
+    preset: str,
+    base_channels: float,
+    channel_mults_text: str,
+    num_res_blocks: float,
+    attention_levels: list[int] | None,
+    mid_attention: bool,
+    time_emb_dim: float,
+    image_size: float,
+    in_channels: float,
+) -> tuple[go.Figure, list[list], str]:
+    """Callback: (diagram, layer table rows, Markdown line with parameters, MACs and measured forward time)."""
+    if preset not in PRESET_CHOICES:
+        raise gr.Error(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_CHOICES)}")
+    cfg, size = build_config(
+        base_channels,
+        channel_mults_text,
+        num_res_blocks,
+        attention_levels,
+        mid_attention,
+        time_emb_dim,
+        image_size,
+        in_channels,
+    )
+    name = preset_name(cfg)
+    if name is not None:
+        label = f"the {name} preset"
+    elif preset != "custom":
+        label = f"custom U-Net (edited from {preset})"
+    else:
+        label = "custom U-Net"
+    return report(cfg, size, label=label)
+
+
+def build_tab() -> None:
+    """The tab's layout and events (called inside `with gr.Tab("U-Net"):`)."""
+    base, mults, blocks, attention, mid, temb = preset_controls(DEFAULT_PRESET)
+    explanation(INTRO)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            preset = gr.Dropdown(
+                list(PRESET_CHOICES),
+                value=DEFAULT_PRESET,
+                label="Preset",
+                info="Ready-made sizes: tiny trains live on a CPU, small is the shipped checkpoints, seed is the "
+                "classic 64-128-256 U-Net.",
+            )
+            base_channels = gr.Slider(
+                *BASE_CHANNELS_RANGE,
+                value=base,
+                step=8,
+                label="Base channels",
+                info="Feature maps at full resolution; more channels means more capacity and more compute.",
+            )
+            channel_mults = gr.Textbox(
+                value=mults,
+                label="Channel multipliers, one per level",
+                max_length=MAX_MULTS_TEXT,
+                info="Level i has base × multiplier channels; 1,2,4 means 3 levels, each half the size of the last.",
+            )
+            num_res_blocks = gr.Slider(
+                *RES_BLOCKS_RANGE,
+                value=blocks,
+                step=1,
+                label="Residual blocks per level",
+                info="How many residual blocks each level has, on the way down and on the way up.",
+            )
+            attention_levels = gr.CheckboxGroup(
+                [(f"{i} ({'full size' if i == 0 else f'1/{2**i}'})", i) for i in range(MAX_LEVELS)],
+                value=attention,
+                label="Self-attention at levels",
+                info="Every pixel also looks at every other pixel there; costly at large sizes (0 = full size).",
+            )
+            mid_attention = gr.Checkbox(
+                value=mid,
+                label="Self-attention in the middle block",
+                info="Attention between the two residual blocks at the bottom of the U.",
+            )
+            time_emb_dim = gr.Dropdown(
+                list(TIME_EMB_CHOICES),
+                value=temb,
+                label="Time embedding width",
+                info="Length of the vector that tells every residual block which step t it is at.",
+            )
+            image_size = gr.Slider(
+                *IMAGE_SIZE_RANGE,
+                value=DEFAULT_IMAGE_SIZE,
+                step=1,
+                label="Input size (pixels)",
+                info="Height and width; must halve evenly at each level: a multiple of 2^(levels-1).",
+            )
+            in_channels = gr.Radio(
+                list(IN_CHANNEL_CHOICES),
+                value=1,
+                label="Input channels",
+                info="1 for grey pictures such as MNIST digits, 3 for colour.",
+            )
+            show = gr.Button("Show the network", variant="primary")
+        with gr.Column(scale=2):
+            figure, rows, line = report(
+                UNetConfig(**PRESETS[DEFAULT_PRESET]),
+                DEFAULT_IMAGE_SIZE,
+                label=f"the {DEFAULT_PRESET} preset",
+                measure=False,
+            )
+            plot = gr.Plot(value=figure, label="The network's shape")
+            summary = gr.Markdown(line, label="Size and speed")
+    table = gr.Dataframe(
+        value=rows,
+        headers=TABLE_HEADERS,
+        label="Layers in the order they run (names as in core/unet.py)",
+        interactive=False,
+        max_height=520,
+    )
+
+    controls = [base_channels, channel_mults, num_res_blocks, attention_levels, mid_attention, time_emb_dim]
+    inputs = [preset, *controls, image_size, in_channels]
+    outputs = [plot, table, summary]
+    gr.on(
+        [control.input for control in controls],
+        mark_custom,
+        None,
+        preset,
+        api_name="unet_mark_custom",
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    preset.input(fill_preset, preset, controls, api_name="unet_preset").then(
+        describe_unet,
+        inputs,
+        outputs,
+        api_name="unet_preset_summary",
+        api_visibility="private",
+        concurrency_limit=1,
+        concurrency_id="unet_summary",
+    )
+    show.click(
+        describe_unet, inputs, outputs, api_name="unet_summary", concurrency_limit=1, concurrency_id="unet_summary"
+    )

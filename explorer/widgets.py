@@ -1,0 +1,28 @@
+"""Small shared Gradio building blocks, so every tab looks and reads the same."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+# `$...$` inline and `$$...$$` display maths
+LATEX_DELIMITERS = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+
+def explanation(text: str) -> gr.Markdown:
+    """A Markdown block that renders LaTeX maths inline and displayed (tab intros, captions)."""
+    return gr.Markdown(text, latex_delimiters=LATEX_DELIMITERS)
+
+
+def whole_number(label: str, value: object, low: int, high: int) -> int:
+    """value as an int in [low, high], or a gr.Error that names the control and the allowed range (for values
+    that reach a callback from the page or straight from the API)."""
+    message = f"{label} must be a whole number from {low} to {high}, got {value!r}"
+    if value is None or isinstance(value, bool):
+        raise gr.Error(message)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise gr.Error(message) from None
+    if not number.is_integer() or not low <= number <= high:
+        raise gr.Error(message)
+    return int(number)

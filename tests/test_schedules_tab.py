@@ -1,0 +1,99 @@
+"""Schedules tab: plotted values equal the core's, health warnings fire where deserved, the export loads in
+diffusers, bad inputs get clear messages."""
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from core.schedules import make_schedule
+from explorer.figures import half_signal_step
+from explorer.tabs.schedules import (
+    SCHEDULE_CHOICES,
+    build_schedules,
+    export_config,
+    health_rows,
+    health_warnings,
+    parse_choice,
+    schedule_figures,
+)
+
+
+def trace(fig, name):
+    return next(t for t in fig.data if t.name == name)
+
+
+def test_plotted_values_equal_the_core():
+    alpha, beta, amplitude, log_snr, rows = schedule_figures(
+        ["linear", "cosine + zero terminal SNR"], 1000, 1e-4, 0.02, 0.008, True
+    )
+    linear, cosine_z = make_schedule("linear"), make_schedule("cosine", zero_terminal_snr=True)
+    assert list(trace(alpha, "linear").y) == linear.alphas_cumprod.tolist()
+    assert list(trace(alpha, "cosine + zero terminal SNR").y) == cosine_z.alphas_cumprod.tolist()
+    assert list(trace(beta, "linear").y) == linear.betas.tolist() and beta.layout.yaxis.type == "log"
+    assert list(trace(amplitude, "linear: signal").y) == linear.sqrt_alphas_cumprod.tolist()
+    assert list(trace(amplitude, "linear: noise").y) == linear.sqrt_one_minus_alphas_cumprod.tolist()
+    assert list(trace(log_snr, "linear").y) == linear.log_snr.tolist()
+    assert trace(log_snr, "cosine + zero terminal SNR").y[-1] is None  # log(0) = -inf is not drawn
+    markers = [t for t in alpha.data if t.mode == "markers"]
+    assert [m.x[0] for m in markers] == [259, half_signal_step(cosine_z)]
+    assert [row[0] for row in rows] == ["linear", "cosine + zero terminal SNR"]
+
+
+def test_health_warnings_fire_on_schedules_that_deserve_them():
+    sd = make_schedule("scaled_linear", 1000, beta_start=0.00085, beta_end=0.012)  # diffusers' / SD's defaults
+    warnings = " ".join(health_warnings(sd))
+    assert "not pure noise: 6.8%" in warnings and "Terminal SNR is 0.0047, not zero" in warnings
+    for healthy in ("linear", "cosine", "sigmoid"):
+        assert health_warnings(make_schedule(healthy)) == []
+    for name in ("linear", "cosine", "sigmoid", "scaled_linear"):
+        assert health_warnings(make_schedule(name, zero_terminal_snr=True)) == []
+    gentle = " ".join(health_warnings(make_schedule("linear", 10)))
+    assert "Too gentle" in gentle
+    aggressive = " ".join(health_warnings(make_schedule("linear", 1000, beta_start=0.01, beta_end=0.5)))
+    assert "Too aggressive: half the signal is gone by t = " in aggressive
+
+
+def test_health_rows_report_the_numbers():
+    rows = health_rows(
+        build_schedules(["linear", "cosine", "scaled_linear + zero terminal SNR"], 1000, 1e-4, 0.02, 0.008)
+    )
+    linear, cosine, ztsnr = rows
+    assert linear[1:5] == ["4.04e-05", "4.04e-05", 259, 0] and linear[5] == "✓ healthy"
+    assert cosine[3] == 496 and cosine[4] == 1  # cosine's last beta is capped at 0.999
+    assert ztsnr[1] == "0" and ztsnr[5] == "✓ healthy"
+
+
+@pytest.mark.parametrize("choice", SCHEDULE_CHOICES)
+def test_export_loads_in_diffusers_with_the_same_alphas(choice):
+    path = export_config(choice, 700, 2e-4, 0.03, 0.008)
+    config = json.loads(Path(path).read_text())
+    theirs = DDPMScheduler.from_config(config)
+    name, ztsnr = parse_choice(choice)
+    ours = make_schedule(name, 700, beta_start=2e-4, beta_end=0.03, zero_terminal_snr=ztsnr)
+    assert torch.allclose(theirs.alphas_cumprod.double(), ours.alphas_cumprod, atol=1e-6)
+
+
+def test_export_refuses_cosine_with_another_s():
+    with pytest.raises(gr.Error, match=r"s = 0\.008"):
+        export_config("cosine", 1000, 1e-4, 0.02, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((["linear"], 5, 1e-4, 0.02, 0.008, False), "T must be a whole number from 10 to 4000"),
+        ((["linear"], 10.5, 1e-4, 0.02, 0.008, False), "T must be a whole number"),
+        (([], 1000, 1e-4, 0.02, 0.008, False), "pick at least one schedule"),
+        ((["quadratic"], 1000, 1e-4, 0.02, 0.008, False), "unknown schedule 'quadratic'"),
+        ((["linear"], 1000, 0.03, 0.02, 0.008, False), "linear: beta_start (0.03) must be smaller than beta_end"),
+        ((["cosine"], 1000, 1e-4, 0.02, 2.0, False), "cosine: cosine_s must be in (0, 1)"),
+    ],
+)
+def test_bad_inputs_get_clear_messages(args, message):
+    with pytest.raises(gr.Error) as error:
+        schedule_figures(*args)
+    assert message in str(error.value)
