@@ -1,9 +1,10 @@
 """Server-side latency of the explorer's callbacks, and the app's cold start.
 
 For each callback it reports the median (and 90th percentile) wall time of repeated calls in this process, the
-way the server runs them, with a 512x512 photo uploaded for the Forward process tab; then the round trip of the
-same forward-process request through a launched server and `gradio_client` (what a user's slider waits for, minus
-the browser); and the cold start: a fresh Python process importing the app and building it, median of 3.
+way the server runs them, with a 512x512 photo uploaded for the Forward process tab; then, in headless Chromium
+against a launched server, the time from moving the t slider until every picture of the Forward tab is replaced
+and loaded (what a student waits for); and the cold start: a fresh process importing and building the app, and
+`python app.py` until its page answers, median of 3.
 
     python benchmarks/ui_latency.py            # writes its table to benchmarks/RESULTS.md
     python benchmarks/ui_latency.py --no-write --repeats 5
@@ -35,6 +36,7 @@ from explorer.tabs import embedding, forward, schedules, unet
 
 SECTION_HEADING = "## UI latency (benchmarks/ui_latency.py)"
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TARGETS_MS = {"forward": 50.0, "schedule": 100.0, "embedding": 100.0}
 COLD_START_TARGET_S = 5.0
 
@@ -105,41 +107,81 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def round_trip_ms(upload: str, repeats: int) -> list[float]:
-    """The forward-process update through a launched server and gradio_client, upload included once."""
-    from gradio_client import Client, handle_file
+SLIDER_WAIT_JS = """
+async ([label]) => {
+  const visibleImages = () => [...document.querySelectorAll('img')].filter(i => i.offsetParent);
+  const slider = document.querySelector(`input[type=range][aria-label="range slider for ${label}"]`);
+  const before = visibleImages().map(i => i.src).join();
+  const start = performance.now();
+  slider.value = String((Number(slider.value) + 137) % 1000);
+  slider.dispatchEvent(new Event('input', {bubbles: true}));
+  slider.dispatchEvent(new Event('change', {bubbles: true}));
+  while (true) {
+    const images = visibleImages();
+    if (images.map(i => i.src).join() !== before && images.every(i => i.complete)) break;
+    await new Promise(r => setTimeout(r, 2));
+  }
+  return performance.now() - start;
+}
+"""
 
-    from explorer.app import LAUNCH_OPTIONS, build_app
+
+def browser_slider_ms(repeats: int) -> list[float]:
+    """In headless Chromium: from moving the t slider to every visible picture of the Forward tab replaced and
+    loaded (what a student waits for). Needs Debian's Chromium at /usr/bin/chromium."""
+    from playwright.sync_api import sync_playwright
+
+    from explorer.app import CSS, LAUNCH_OPTIONS, build_app
 
     demo = build_app()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, **LAUNCH_OPTIONS
+    )
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        uploaded = handle_file(upload)
-        durations = []
-        for i in range(repeats + 2):
-            start = time.perf_counter()
-            client.predict(
-                forward.MY_UPLOAD, uploaded, "linear", (137 * i) % 1000, 0, "cosine", False, api_name="/forward_step"
-            )
-            if i >= 2:  # the first calls upload the file and warm the caches
-                durations.append((time.perf_counter() - start) * 1000)
-        return durations
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_role("tab", name="Forward process").click()
+            page.locator("img").filter(visible=True).first.wait_for(timeout=30_000)
+            durations = [page.evaluate(SLIDER_WAIT_JS, ["Timestep t"]) for _ in range(repeats + 2)]
+            browser.close()
+        return durations[2:]
     finally:
         demo.close()
 
 
-def cold_start_seconds(runs: int = 3) -> list[float]:
-    """Wall time of `python -c "import app"` (imports everything and builds the app), in fresh processes."""
+def cold_start_seconds(runs: int = 3) -> list[tuple[float, float]]:
+    """(seconds until `python app.py` answers HTTP on its port, seconds of `import app` inside a fresh process)."""
+    import os
+    import urllib.request
+
     code = "import time; t = time.perf_counter(); import app; print(time.perf_counter() - t)"
-    times = []
+    results = []
     for _ in range(runs):
+        inside = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+        port = free_port()
+        env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-        total = time.perf_counter() - start
-        times.append((total, float(result.stdout.strip().splitlines()[-1])))
-    return times
+        server = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.05)
+                if server.poll() is not None:
+                    raise RuntimeError("python app.py exited before serving")
+            results.append((time.perf_counter() - start, float(inside.stdout.strip().splitlines()[-1])))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return results
 
 
 def verdict(value: float, target: float | None) -> str:
@@ -178,15 +220,15 @@ def main() -> None:
             target = TARGETS_MS.get(group)
             lines.append(f"| {name} | {median:.1f} | {p90:.1f} | {target or '-'} | {verdict(median, target)} |")
             print(lines[-1], flush=True)
-        trip = round_trip_ms(upload, args.repeats)
-        lines += [
-            "",
-            "| through a launched server and gradio_client | median ms | p90 ms |",
-            "|---|---|---|",
-            f"| forward_step round trip (the slider's wait, minus the browser) | {statistics.median(trip):.1f} "
-            f"| {float(np.percentile(trip, 90)):.1f} |",
-        ]
-        print(lines[-1], flush=True)
+    trip = browser_slider_ms(args.repeats)
+    lines += [
+        "",
+        "| in headless Chromium, against a launched server | median ms | p90 ms |",
+        "|---|---|---|",
+        f"| Forward tab: move t until all five pictures are replaced and loaded | {statistics.median(trip):.1f} "
+        f"| {float(np.percentile(trip, 90)):.1f} |",
+    ]
+    print(lines[-1], flush=True)
     starts = cold_start_seconds()
     total = statistics.median(t for t, _ in starts)
     inside = statistics.median(i for _, i in starts)
@@ -196,7 +238,7 @@ def main() -> None:
         "|---|---|---|---|",
         f"| `import app` (imports + build_app) | {inside:.2f} | {COLD_START_TARGET_S} | "
         f"{'met' if inside <= COLD_START_TARGET_S else f'missed by {inside - COLD_START_TARGET_S:.1f} s'} |",
-        f"| whole process, interpreter start included | {total:.2f} | {COLD_START_TARGET_S} | "
+        f"| `python app.py` until its page answers | {total:.2f} | {COLD_START_TARGET_S} | "
         f"{'met' if total <= COLD_START_TARGET_S else f'missed by {total - COLD_START_TARGET_S:.1f} s'} |",
     ]
     section = "\n".join(lines) + "\n"

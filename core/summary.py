@@ -7,7 +7,9 @@
 
 `summarize` runs one forward pass with forward hooks on the model's meaningful blocks (for the U-Net: the time
 embedding, the input conv, each level, each down/up-sampling conv, the middle blocks, the output norm and conv; for
-any other model, its leaf modules) and counts the compute with `torch.utils.flop_counter.FlopCounterMode`. It works
+any other model, its leaf modules) and counts the compute of every convolution, linear layer and self-attention in
+closed form from the shapes they see (hooks, no profiler: PyTorch's FlopCounterMode gives the same numbers but its
+first use imports the compiler stack, about a second of the app's start). It works
 on the meta device too (`with torch.device("meta"): net = make_unet(...)`): shapes, parameters and MACs come out
 without allocating or computing anything, which is how the explorer checks a configuration's cost before building it.
 
@@ -23,9 +25,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from core.unet import UNet, UNetConfig
+from core.unet import SelfAttention, UNet, UNetConfig
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,39 @@ def summary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return leaves or [("", model)]
 
 
+COUNTED_LAYERS = (nn.Conv2d, nn.Linear, SelfAttention)
+
+
+def layer_macs(module: nn.Module, x: Tensor, out: Tensor) -> int:
+    """Multiply-accumulates of one call, in closed form: a convolution does C_in/groups * k_h * k_w per output
+    value, a linear layer in_features per output value, self-attention over N = H*W positions 2 * N^2 * C per
+    image (Q K^T, then the weights times V; its 1x1 convolutions are counted as convolutions)."""
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return out.numel() * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.Linear):
+        return out.numel() * module.in_features
+    batch, channels, height, width = x.shape
+    return 2 * batch * (height * width) ** 2 * channels
+
+
+def _owning_blocks(model: nn.Module, block_names: list[str]) -> dict[str, str]:
+    """For every submodule name, the summary block it belongs to (the longest block name that prefixes it)."""
+    owners = {}
+    for name, _ in model.named_modules():
+        matches = [b for b in block_names if b == name or (b and name.startswith(b + ".")) or b == ""]
+        if matches:
+            owners[name] = max(matches, key=len)
+    return owners
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, int, int, int]) -> ModelSummary:
     """Run one forward pass `model(x, t, y=None)` on zeros of `input_shape` (t = zeros) and describe it.
 
     Rows: one per block of `summary_modules(model)` that ran, in the order they ran (a block called twice keeps the
-    shape of its first call and the MACs of both). MACs are FlopCounterMode's FLOPs divided by 2: it counts the
-    multiply-adds of convolutions, matrix multiplies (linear layers) and attention (its two batched matmuls),
-    one MAC per multiply-add; it does not count biases, normalisation, activations, additions, concatenations or
-    the nearest-neighbour upsampling, which are cheap next to those.
+    shape of its first call and the MACs of both). MACs (`layer_macs`) count the multiply-adds of convolutions,
+    linear layers and attention (its two batched matmuls), one MAC per multiply-add; not biases, normalisation,
+    activations, additions, concatenations or the nearest-neighbour upsampling, which are cheap next to those.
 
     A U-Net given an input size not divisible by 2^(levels-1) raises the U-Net's own ValueError.
     The model runs in eval mode under torch.no_grad on its own device (meta works: no compute), then its mode is
@@ -119,25 +145,36 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int, int]) -> Model
 
         return hook
 
+    owners = _owning_blocks(model, [name for name, _ in blocks])
+    block_macs: dict[str, int] = {}
+
+    def count(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            block_macs[owners[name]] = block_macs.get(owners[name], 0) + layer_macs(module, inputs[0], output)
+
+        return hook
+
     handles = [module.register_forward_hook(record(name)) for name, module in blocks]
+    handles += [
+        module.register_forward_hook(count(name))
+        for name, module in model.named_modules()
+        if isinstance(module, COUNTED_LAYERS) and name in owners
+    ]
     was_training = model.training
     model.eval()
     try:
         x = torch.zeros(shape, device=device)  # (B, C, H, W)
         t = torch.zeros(shape[0], dtype=torch.long, device=device)  # (B,)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
             out = model(x, t, y=None)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-
-    # FlopCounterMode names modules "<RootClass>.<qualified name>", and the root itself "<RootClass>"
-    flop_counts = counter.get_flop_counts()
     root = type(model).__name__
 
     def macs_of(name: str) -> int:
-        return sum(flop_counts.get(f"{root}.{name}" if name else root, {}).values()) // 2
+        return block_macs.get(name, 0)
 
     modules = dict(blocks)
     rows = [  # first_shapes keeps the order in which the hooks first fired: the order the blocks ran
@@ -154,7 +191,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int, int]) -> Model
     return ModelSummary(
         rows=rows,
         total_parameters=sum(p.numel() for p in model.parameters()),
-        macs=counter.get_total_flops() // 2,
+        macs=sum(block_macs.values()),
         input_shape=shape,
         output_shape=tuple(out_tensor.shape),
     )

@@ -44,7 +44,7 @@ def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", hei
 
 
 def _timesteps(schedule) -> list[int]:
-    return list(range(schedule.num_timesteps))
+    return np.arange(schedule.num_timesteps)
 
 
 def half_signal_step(schedule) -> int | None:
@@ -61,7 +61,7 @@ def alpha_bar_figure(schedules: dict) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=_timesteps(schedule),
-                y=schedule.alphas_cumprod.tolist(),
+                y=schedule.alphas_cumprod.numpy(),
                 name=label,
                 mode="lines",
                 line={"color": color, "width": 3},
@@ -92,7 +92,7 @@ def beta_figure(schedules: dict, log_y: bool = False) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=_timesteps(schedule),
-                y=schedule.betas.tolist(),
+                y=schedule.betas.numpy(),
                 name=label,
                 mode="lines",
                 line={"color": PALETTE[i % len(PALETTE)], "width": 3},
@@ -112,7 +112,7 @@ def amplitude_figure(schedules: dict) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=_timesteps(schedule),
-                y=schedule.sqrt_alphas_cumprod.tolist(),
+                y=schedule.sqrt_alphas_cumprod.numpy(),
                 name=f"{label}: signal",
                 mode="lines",
                 line={"color": color, "width": 3},
@@ -122,23 +122,21 @@ def amplitude_figure(schedules: dict) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=_timesteps(schedule),
-                y=schedule.sqrt_one_minus_alphas_cumprod.tolist(),
+                y=schedule.sqrt_one_minus_alphas_cumprod.numpy(),
                 name=f"{label}: noise",
                 mode="lines",
                 line={"color": color, "width": 3, "dash": "dash"},
                 hovertemplate="%{y:.4f}",
             )
         )
-    return styled(
-        fig, "Signal sqrt(alpha-bar) (solid) vs noise sqrt(1 - alpha-bar) (dashed)", "timestep t", "amplitude"
-    )
+    return styled(fig, "Signal (solid) vs noise (dashed)", "timestep t", "amplitude")
 
 
 def log_snr_figure(schedules: dict) -> go.Figure:
     """log SNR_t = log(alpha-bar_t / (1 - alpha-bar_t)); -inf at the end of a zero-terminal-SNR schedule is cut."""
     fig = go.Figure()
     for i, (label, schedule) in enumerate(schedules.items()):
-        log_snr = [v if v > -1e300 else None for v in schedule.log_snr.tolist()]
+        log_snr = np.where(np.isfinite(schedule.log_snr.numpy()), schedule.log_snr.numpy(), np.nan)  # log 0: a gap
         fig.add_trace(
             go.Scatter(
                 x=_timesteps(schedule),
@@ -167,8 +165,8 @@ def histogram_figure(values, bins: int = 60) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
-            x=centers.tolist(),
-            y=density.tolist(),
+            x=centers,
+            y=density,
             name="pixels of x_t",
             marker_color=PALETTE[0],
             width=float(edges[1] - edges[0]),
@@ -177,8 +175,8 @@ def histogram_figure(values, bins: int = 60) -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
-            x=grid.tolist(),
-            y=normal.tolist(),
+            x=grid,
+            y=normal,
             name="N(0, 1)",
             mode="lines",
             line={"color": PALETTE[3], "width": 3},
@@ -208,9 +206,9 @@ def _heatmap(
 ) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
-            z=z.tolist(),
-            x=list(x),
-            y=list(y),
+            z=np.asarray(z),
+            x=np.asarray(x),
+            y=np.asarray(y),
             colorscale=colorscale,
             zmin=zmin,
             zmax=zmax,
@@ -245,8 +243,8 @@ def embedding_curves(embedding, timesteps, dims: list[int]) -> go.Figure:
     for i, dim in enumerate(dims):
         fig.add_trace(
             go.Scatter(
-                x=list(timesteps),
-                y=embedding[:, dim].tolist(),
+                x=np.asarray(timesteps),
+                y=np.asarray(embedding[:, dim]),
                 name=f"dim {dim}",
                 mode="lines",
                 line={"color": PALETTE[i % len(PALETTE)], "width": 3},

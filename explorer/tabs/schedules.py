@@ -190,7 +190,7 @@ def build_tab() -> None:
                 info="Small offset that keeps cosine's first steps from being too tiny.",
             )
             log_beta = gr.Checkbox(
-                False, label="log scale for beta_t", info="Spread out the tiny early betas so you can compare them."
+                True, label="log scale for beta_t", info="Spread out the tiny early betas so you can compare them."
             )
             with gr.Accordion("Export for diffusers", open=False):
                 export_choice = gr.Dropdown(
