@@ -183,3 +183,35 @@ def test_every_tab_in_chromium(app_url, page, artifacts, tmp_path):
     visible(page, ".js-plotly-plot").first.wait_for(timeout=30_000)
     page.get_by_text("input_conv").filter(visible=True).first.wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "tab_unet.png"), full_page=True)
+
+
+def test_python_app_py_serves_on_the_port_from_the_environment():
+    """The README's run command, as a user types it: `python app.py`, with Spaces' environment variables."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200 and "DDPM Explorer" in response.read().decode()
+                    return
+            except OSError:
+                time.sleep(0.2)
+        pytest.fail("python app.py did not answer within 120 s")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
