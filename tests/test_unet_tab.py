@@ -268,3 +268,11 @@ def test_the_api_answers_and_refuses_with_the_same_messages(app_url):
         client.predict(*preset_args("seed", image_size=30), api_name="/unet_summary")
     with pytest.raises(Exception, match="greater than maximum value 128"):
         client.predict(*preset_args("seed", image_size=1000), api_name="/unet_summary")
+
+
+def test_table_names_match_the_diagram():
+    _, rows, _ = tab.describe_unet("seed", *tab.preset_controls("seed"), 32, 1)
+    names = [row[0] for row in rows]
+    assert "up_levels.0 (up 2)" in names and "down_levels.2 (down 2)" in names
+    assert "upsamples.0 (up 2 → 1)" in names and "downsamples.0 (down 0 → 1)" in names
+    assert tab.diagram_label("input_conv", 3) == "input_conv"

@@ -211,9 +211,28 @@ def _macs_text(macs: int) -> str:
     return f"{macs / 1e3:.1f} k" if macs >= 1e3 else str(macs)
 
 
-def table_rows(summary: ModelSummary) -> list[list]:
-    """The layer table: layer, type, output shape, parameters, multiply-accumulates."""
-    return [[r.name, r.type, _shape_text(r.output_shape), r.parameters, _macs_text(r.macs)] for r in summary.rows]
+def diagram_label(name: str, levels: int) -> str:
+    """A table row's module name with the diagram's name for it: the decoder's modules are built deepest first,
+    so `up_levels.0` is the diagram's "up 2" in a three-level U-Net."""
+    kind, _, index = name.partition(".")
+    if not index.isdigit():
+        return name
+    i = int(index)
+    label = {
+        "down_levels": f"down {i}",
+        "downsamples": f"down {i} → {i + 1}",
+        "up_levels": f"up {levels - 1 - i}",
+        "upsamples": f"up {levels - 1 - i} → {levels - 2 - i}",
+    }.get(kind)
+    return f"{name} ({label})" if label else name
+
+
+def table_rows(summary: ModelSummary, levels: int) -> list[list]:
+    """The layer table: layer (with its diagram name), type, output shape, parameters, multiply-accumulates."""
+    return [
+        [diagram_label(r.name, levels), r.type, _shape_text(r.output_shape), r.parameters, _macs_text(r.macs)]
+        for r in summary.rows
+    ]
 
 
 def report(cfg: UNetConfig, image_size: int, *, label: str, measure: bool = True) -> tuple[go.Figure, list[list], str]:
@@ -229,7 +248,7 @@ def report(cfg: UNetConfig, image_size: int, *, label: str, measure: bool = True
         line += f" · one forward pass takes **{seconds * 1e3:.1f} ms** on {device_label(device)}, batch 1"
     else:
         line += " · press **Show the network** to time a forward pass on this machine"
-    return figure, table_rows(summary), line
+    return figure, table_rows(summary, len(cfg.channel_mults)), line
 
 
 def describe_unet(
@@ -342,7 +361,7 @@ def build_tab() -> None:
     table = gr.Dataframe(
         value=rows,
         headers=TABLE_HEADERS,
-        label="Layers in the order they run (names as in core/unet.py)",
+        label="Layers in the order they run (module names as in core/unet.py, with the diagram's name in brackets)",
         interactive=False,
         max_height=520,
     )
