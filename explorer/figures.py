@@ -40,6 +40,11 @@ def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", hei
     return fig
 
 
+def _line(x, y, name: str, line: dict, hovertemplate: str) -> go.Scatter:
+    """One curve of a line plot (every line figure here draws its traces the same way)."""
+    return go.Scatter(x=x, y=y, name=name, mode="lines", line=line, hovertemplate=hovertemplate)
+
+
 # ---- schedules -------------------------------------------------------------------------------------------------
 
 
@@ -59,13 +64,8 @@ def alpha_bar_figure(schedules: dict) -> go.Figure:
     for i, (label, schedule) in enumerate(schedules.items()):
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
-            go.Scatter(
-                x=_timesteps(schedule),
-                y=schedule.alphas_cumprod.numpy(),
-                name=label,
-                mode="lines",
-                line={"color": color, "width": 3},
-                hovertemplate="%{y:.6g}",
+            _line(
+                _timesteps(schedule), schedule.alphas_cumprod.numpy(), label, {"color": color, "width": 3}, "%{y:.6g}"
             )
         )
         t_half = half_signal_step(schedule)
@@ -90,13 +90,12 @@ def beta_figure(schedules: dict, log_y: bool = False) -> go.Figure:
     fig = go.Figure()
     for i, (label, schedule) in enumerate(schedules.items()):
         fig.add_trace(
-            go.Scatter(
-                x=_timesteps(schedule),
-                y=schedule.betas.numpy(),
-                name=label,
-                mode="lines",
-                line={"color": PALETTE[i % len(PALETTE)], "width": 3},
-                hovertemplate="%{y:.6g}",
+            _line(
+                _timesteps(schedule),
+                schedule.betas.numpy(),
+                label,
+                {"color": PALETTE[i % len(PALETTE)], "width": 3},
+                "%{y:.6g}",
             )
         )
     fig = styled(fig, "beta_t: noise added at each step", "timestep t", "beta_t")
@@ -110,23 +109,21 @@ def amplitude_figure(schedules: dict) -> go.Figure:
     for i, (label, schedule) in enumerate(schedules.items()):
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
-            go.Scatter(
-                x=_timesteps(schedule),
-                y=schedule.sqrt_alphas_cumprod.numpy(),
-                name=f"{label}: signal",
-                mode="lines",
-                line={"color": color, "width": 3},
-                hovertemplate="%{y:.4f}",
+            _line(
+                _timesteps(schedule),
+                schedule.sqrt_alphas_cumprod.numpy(),
+                f"{label}: signal",
+                {"color": color, "width": 3},
+                "%{y:.4f}",
             )
         )
         fig.add_trace(
-            go.Scatter(
-                x=_timesteps(schedule),
-                y=schedule.sqrt_one_minus_alphas_cumprod.numpy(),
-                name=f"{label}: noise",
-                mode="lines",
-                line={"color": color, "width": 3, "dash": "dash"},
-                hovertemplate="%{y:.4f}",
+            _line(
+                _timesteps(schedule),
+                schedule.sqrt_one_minus_alphas_cumprod.numpy(),
+                f"{label}: noise",
+                {"color": color, "width": 3, "dash": "dash"},
+                "%{y:.4f}",
             )
         )
     return styled(fig, "Signal (solid) vs noise (dashed)", "timestep t", "amplitude")
@@ -138,14 +135,7 @@ def log_snr_figure(schedules: dict) -> go.Figure:
     for i, (label, schedule) in enumerate(schedules.items()):
         log_snr = np.where(np.isfinite(schedule.log_snr.numpy()), schedule.log_snr.numpy(), np.nan)  # log 0: a gap
         fig.add_trace(
-            go.Scatter(
-                x=_timesteps(schedule),
-                y=log_snr,
-                name=label,
-                mode="lines",
-                line={"color": PALETTE[i % len(PALETTE)], "width": 3},
-                hovertemplate="%{y:.3f}",
-            )
+            _line(_timesteps(schedule), log_snr, label, {"color": PALETTE[i % len(PALETTE)], "width": 3}, "%{y:.3f}")
         )
     fig.add_hline(y=0.0, line={"dash": "dot", "color": "#888"})
     return styled(fig, "log SNR (0 = equal parts)", "timestep t", "log(SNR)")
@@ -173,16 +163,7 @@ def histogram_figure(values, bins: int = 60) -> go.Figure:
             hovertemplate="%{x:.2f}: %{y:.3f}",
         )
     )
-    fig.add_trace(
-        go.Scatter(
-            x=grid,
-            y=normal,
-            name="N(0, 1)",
-            mode="lines",
-            line={"color": PALETTE[3], "width": 3},
-            hovertemplate="%{y:.3f}",
-        )
-    )
+    fig.add_trace(_line(grid, normal, "N(0, 1)", {"color": PALETTE[3], "width": 3}, "%{y:.3f}"))
     fig = styled(fig, "Pixel values of x_t vs pure noise N(0, 1)", "pixel value", "density", height=380)
     fig.update_layout(hovermode="closest", bargap=0)
     return fig
@@ -242,13 +223,12 @@ def embedding_curves(embedding, timesteps, dims: list[int]) -> go.Figure:
     fig = go.Figure()
     for i, dim in enumerate(dims):
         fig.add_trace(
-            go.Scatter(
-                x=np.asarray(timesteps),
-                y=np.asarray(embedding[:, dim]),
-                name=f"dim {dim}",
-                mode="lines",
-                line={"color": PALETTE[i % len(PALETTE)], "width": 3},
-                hovertemplate="%{y:.3f}",
+            _line(
+                np.asarray(timesteps),
+                np.asarray(embedding[:, dim]),
+                f"dim {dim}",
+                {"color": PALETTE[i % len(PALETTE)], "width": 3},
+                "%{y:.3f}",
             )
         )
     return styled(fig, "Selected dimensions over t", "timestep t", "value")
