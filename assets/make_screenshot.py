@@ -1,6 +1,6 @@
 """Take the README's picture: the Schedules tab at 1280x800 in headless Chromium (Debian's, /usr/bin/chromium).
 
-    python assets/make_screenshot.py        # writes assets/screenshot.png
+python assets/make_screenshot.py        # writes assets/screenshot.png
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo = build_app()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS,
-                **LAUNCH_OPTIONS)
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, **LAUNCH_OPTIONS
+    )
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)

@@ -1,4 +1,4 @@
-"""`python -m core train|sample`: see core/cli.py."""
+"""`python -m core train|sample|evaluate`: see core/cli.py."""
 
 import sys
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from core import __version__
 from core.schedules import NoiseSchedule, schedule_from_params
+from core.toy import ToyMLP
 from core.unet import UNet
 
 FORMAT = "ddpm-explorer-checkpoint"
@@ -38,7 +39,7 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "training_state.safetensors"
 
-MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {"unet": UNet.from_config}
+MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {"unet": UNet.from_config, "mlp": ToyMLP.from_config}
 
 
 class CheckpointError(ValueError):

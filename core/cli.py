@@ -1,26 +1,31 @@
-"""Command line: `python -m core train|sample` (also installed as the `ddpm` console script).
+"""Command line: `python -m core train|sample|evaluate` (also installed as the `ddpm` console script).
 
 python -m core train --dataset mnist5k --preset tiny --steps 2000 --out runs/tiny
 python -m core sample --checkpoint runs/tiny --n 64 --sampler ddim --steps 50 --out samples.png
+python -m core evaluate --checkpoint runs/tiny --n 1000 --sampler ddim --steps 50   # metrics as JSON on stdout
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from core.checkpoint import CheckpointError, load_checkpoint
+from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from core.data import DATASET_NAMES
 from core.diffusion import OBJECTIVES, WEIGHTINGS
-from core.imaging import save_images
-from core.samplers import SAMPLERS, SPACINGS, denoise, draw_noise, make_sampler
+from core.imaging import save_images, save_points
+from core.metrics import DIGIT_DATASETS, evaluate_points, evaluate_samples, real_floor
+from core.samplers import SAMPLERS, SPACINGS, Sampler, denoise, draw_noise, make_sampler
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig, Trainer, TrainingDiverged, pick_device
 from core.unet import PRESETS
@@ -49,14 +54,50 @@ non_negative_int = number_type(int, "an integer >= 0", lambda v: v >= 0)
 positive_float = number_type(float, "a positive finite number", lambda v: 0 < v < float("inf"))
 
 
+def add_sampling_arguments(command: argparse.ArgumentParser, n_default: int) -> None:
+    """The options `sample` and `evaluate` share: the checkpoint, how many images, the sampler and its seed."""
+    command.add_argument("--checkpoint", type=Path, required=True)
+    command.add_argument("--n", type=positive_int, default=n_default, help=f"number of images (at most {MAX_SAMPLES})")
+    command.add_argument("--sampler", default="ddim", choices=tuple(SAMPLERS))
+    command.add_argument("--steps", type=positive_int, default=None, help="model calls (default: 50 DDIM, T DDPM)")
+    command.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
+    command.add_argument("--spacing", default="leading", choices=SPACINGS)
+    command.add_argument(
+        "--clip-x0",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clamp the predicted clean image to [-1, 1] at each step",
+    )
+    command.add_argument("--seed", type=non_negative_int, default=0)
+    command.add_argument("--label", type=non_negative_int, default=None, help="class to draw (conditional models)")
+    command.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    command.add_argument("--device", default="auto")
+    command.add_argument("--batch-size", type=positive_int, default=256, help="images per network call")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddpm", description="Train and sample DDPM Explorer's diffusion models.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and save a checkpoint folder")
     defaults = TrainConfig()
-    train.add_argument("--dataset", default=defaults.dataset, choices=DATASET_NAMES)
-    train.add_argument("--preset", default=defaults.preset, choices=tuple(PRESETS), help="U-Net size")
+    train.add_argument(
+        "--dataset",
+        default=defaults.dataset,
+        choices=DATASET_NAMES,
+        help="images: mnist5k (bundled), mnist, fashion_mnist, cifar10 (downloaded once; cache: $DDPM_EXPLORER_DATA "
+        "or ~/.cache/ddpm-explorer/datasets), folder (--data-path); 2D points: moons, swiss_roll, eight_gaussians, "
+        "checkerboard, spiral",
+    )
+    train.add_argument(
+        "--data-path", default=None, help="for --dataset folder: a folder or .zip of at least 8 pictures"
+    )
+    train.add_argument(
+        "--channels", type=int, choices=(1, 3), default=None, help="for --dataset folder (default: from the pictures)"
+    )
+    train.add_argument(
+        "--preset", default=defaults.preset, choices=tuple(PRESETS), help="model size (U-Net, or MLP for points)"
+    )
     train.add_argument("--image-size", type=positive_int, default=defaults.image_size)
     train.add_argument(
         "--steps",
@@ -76,28 +117,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--p-uncond", type=float, default=defaults.p_uncond, help="label dropout for CFG")
     train.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
+    train.add_argument(
+        "--num-threads", type=positive_int, default=None, help="CPU threads (default: one per available core)"
+    )
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     train.add_argument("--resume", type=Path, default=None, help="checkpoint folder to continue from")
 
     sample = commands.add_parser("sample", help="sample images from a checkpoint")
-    sample.add_argument("--checkpoint", type=Path, required=True)
-    sample.add_argument("--n", type=positive_int, default=64, help=f"number of images (at most {MAX_SAMPLES})")
-    sample.add_argument("--sampler", default="ddim", choices=tuple(SAMPLERS))
-    sample.add_argument("--steps", type=positive_int, default=None, help="model calls (default: 50 DDIM, T DDPM)")
-    sample.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
-    sample.add_argument("--spacing", default="leading", choices=SPACINGS)
+    add_sampling_arguments(sample, n_default=64)
     sample.add_argument(
-        "--clip-x0",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clamp the predicted clean image to [-1, 1] at each step",
+        "--out",
+        type=Path,
+        required=True,
+        help="a .png grid or a .npz of uint8 images (2D points: a .png scatter plot or a .npz of float32 points)",
     )
-    sample.add_argument("--seed", type=non_negative_int, default=0)
-    sample.add_argument("--label", type=non_negative_int, default=None, help="class to draw (conditional models)")
-    sample.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
-    sample.add_argument("--device", default="auto")
-    sample.add_argument("--batch-size", type=positive_int, default=256, help="images per network call")
-    sample.add_argument("--out", type=Path, required=True, help="a .png grid or a .npz of uint8 images")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="sample from a checkpoint and print quality metrics as JSON (core/metrics.py)",
+        description="Sample --n images and print, as JSON on stdout: the Fréchet distance of the reference "
+        "classifier's features to as many held-out mnist5k digits (fd), the same for real digits against real "
+        "digits at that n (fd_real_floor), the share of confidently classified samples, the entropy of the "
+        "predicted classes and the sampling time. For a 2D toy model: the sliced Wasserstein distance to the toy "
+        "set's held-out points (sliced_wasserstein) and its real-vs-real floor (sw_real_floor).",
+    )
+    add_sampling_arguments(evaluate, n_default=1000)
     return parser
 
 
@@ -106,6 +150,8 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = TrainConfig(
         dataset=args.dataset,
         image_size=args.image_size,
+        data_path=args.data_path,
+        channels=args.channels,
         preset=args.preset,
         class_conditional=args.class_conditional,
         p_uncond=args.p_uncond,
@@ -120,15 +166,18 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ema_decay=args.ema_decay,
         seed=args.seed,
         device=args.device,
+        num_threads=args.num_threads,
     )
     try:
         trainer = Trainer(config, resume_from=args.resume)
     except (ValueError, CheckpointError, FileNotFoundError) as error:
         parser.error(str(error))
     params = sum(p.numel() for p in trainer.model.parameters())
+    data = trainer.data
+    what = f"{len(data)} points" if data.kind == "points" else f"{len(data)} images, {data.image_size}px"
     print(
-        f"training {config.preset} ({params:,} parameters) on {trainer.data.name} "
-        f"({len(trainer.data)} images, {trainer.data.image_size}px) on {trainer.device}",
+        f"training {trainer.model.config['type']} {config.preset} ({params:,} parameters) on {data.name} ({what}) "
+        f"on {trainer.device}",
         file=sys.stderr,
     )
     bar = tqdm(total=steps, initial=trainer.step, unit="step", dynamic_ncols=True)
@@ -153,11 +202,22 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return status
 
 
-def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+@dataclass
+class SamplingPlan:
+    """A checked request to sample: the loaded checkpoint, its sampling model, the sampler and the image shape."""
+
+    checkpoint: Checkpoint
+    model: nn.Module
+    sampler: Sampler
+    steps: int
+    device: torch.device
+    shape: tuple[int, ...]  # (C, H, W), or (D,) for 2D points
+
+
+def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SamplingPlan:
+    """Load the checkpoint and check the sampling options shared by `sample` and `evaluate` (exits on errors)."""
     if args.n > MAX_SAMPLES:
         parser.error(f"--n must be at most {MAX_SAMPLES}, got {args.n}")
-    if args.out.suffix.lower() not in (".png", ".npz"):
-        parser.error(f"--out must end in .png or .npz, got {args.out.name!r}")
     try:
         device = pick_device(args.device)
         checkpoint = load_checkpoint(args.checkpoint, device=device)
@@ -185,8 +245,16 @@ def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error(str(error))
     dataset = checkpoint.config.get("dataset", {})
     shape = (dataset.get("channels", 1), dataset.get("image_size", 32), dataset.get("image_size", 32))
+    if dataset.get("kind") == "points":
+        shape = (dataset.get("dim", 2),)
+    return SamplingPlan(checkpoint, model, sampler, steps, device, shape)
+
+
+def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, Tensor | None, float]:
+    """Sample args.n images in batches with a progress bar: (images (n, C, H, W), labels or None, seconds)."""
+    device, steps = plan.device, plan.steps
     generator = torch.Generator().manual_seed(args.seed)
-    x_T = draw_noise((args.n, *shape), generator, device, torch.float32)  # (n, C, H, W)
+    x_T = draw_noise((args.n, *plan.shape), generator, device, torch.float32)  # (n, C, H, W)
     labels = None if args.label is None else torch.full((args.n,), args.label, dtype=torch.long, device=device)
     outputs = []
     start = time.perf_counter()
@@ -194,17 +262,67 @@ def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         for first in range(0, args.n, args.batch_size):
             x = x_T[first : first + args.batch_size]
             y = None if labels is None else labels[first : first + args.batch_size]
-            for step in denoise(model, sampler, x, steps, y=y, guidance_scale=args.guidance, generator=generator):
+            for step in denoise(
+                plan.model, plan.sampler, x, steps, y=y, guidance_scale=args.guidance, generator=generator
+            ):
                 bar.update(1)
                 x = step.x_t
             outputs.append(x)
-    images = torch.cat(outputs)
-    save_images(images, args.out, labels)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return torch.cat(outputs), labels, time.perf_counter() - start
+
+
+def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.out.suffix.lower() not in (".png", ".npz"):
+        parser.error(f"--out must end in .png or .npz, got {args.out.name!r}")
+    plan = plan_sampling(args, parser)
+    images, labels, seconds = draw_samples(plan, args)
+    if len(plan.shape) == 1:
+        save_points(images, args.out, labels)  # (n, D): a .npz of float32 points or a .png scatter plot
+    else:
+        save_images(images, args.out, labels)
     print(
-        f"wrote {args.n} samples to {args.out} ({args.sampler}, {steps} steps, "
-        f"{time.perf_counter() - start:.1f} s on {device})",
+        f"wrote {args.n} samples to {args.out} ({args.sampler}, {plan.steps} steps, {seconds:.1f} s on {plan.device})",
         file=sys.stderr,
     )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Sample, then print the metrics of core/metrics.py as JSON on stdout (progress goes to stderr)."""
+    if args.n < 2:
+        parser.error(f"--n must be at least 2 for a Fréchet distance, got {args.n}")
+    plan = plan_sampling(args, parser)
+    dataset = plan.checkpoint.config.get("dataset", {})
+    points = dataset.get("kind") == "points"
+    if not points and (dataset.get("name", "mnist5k") not in DIGIT_DATASETS or plan.shape[:1] != (1,)):
+        parser.error(
+            f"evaluate judges digits ({', '.join(DIGIT_DATASETS)}) with its reference classifier, or 2D toy points; "
+            f"this checkpoint was trained on {dataset.get('name')!r}"
+        )
+    samples, _, seconds = draw_samples(plan, args)
+    try:
+        if points:  # sliced Wasserstein to the toy set's held-out points, with its real-vs-real floor
+            metrics = evaluate_points(samples, dataset["name"])
+        else:  # reference: as many held-out digits as samples, a fixed subset (seed 0)
+            metrics = {**evaluate_samples(samples), "fd_real_floor": real_floor(args.n)}
+    except ValueError as error:  # e.g. NaN samples from a diverged model
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    report = {
+        **metrics,
+        "sampling_seconds": round(seconds, 3),
+        "samples_per_second": round(args.n / seconds, 1),
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_step": plan.checkpoint.step,
+        "sampler": args.sampler,
+        "steps": plan.steps,
+        "eta": args.eta,
+        "seed": args.seed,
+        "device": str(plan.device),
+    }
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -214,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return run_train(args, parser)
+    if args.command == "evaluate":
+        return run_evaluate(args, parser)
     return run_sample(args, parser)
 
 

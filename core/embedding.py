@@ -53,3 +53,25 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(sinusoidal_embedding(t, self.dim, self.max_period))
+
+
+def embed_conditions(
+    time_embedding: TimeEmbedding, class_embedding: nn.Embedding | None, t: Tensor, y: Tensor | None, batch: int
+) -> Tensor:
+    """A denoiser's conditioning vector [B, out_dim]: the time embedding of t (an int or [B]) plus, for a
+    class-conditional model, the embedding of labels y [B]. Label num_classes (the embedding's last row) is the
+    "no class" token, used when y is None (classifier-free guidance, Ho & Salimans 2022)."""
+    t = torch.as_tensor(t, device=time_embedding.mlp[0].weight.device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    emb = time_embedding(t)  # (B, out_dim)
+    if class_embedding is not None:
+        num_classes = class_embedding.num_embeddings - 1
+        if y is None:
+            y = torch.full((batch,), num_classes, dtype=torch.long, device=emb.device)
+        if bool(((y < 0) | (y > num_classes)).any()):
+            raise ValueError(f"labels must be in 0..{num_classes} ({num_classes} = no class)")
+        emb = emb + class_embedding(y)
+    elif y is not None:
+        raise ValueError("this model is not class-conditional; pass y=None")
+    return emb

@@ -1,4 +1,5 @@
-"""Model tensors to pictures: [-1, 1] float images to uint8 arrays, image grids, PNG and NPZ files."""
+"""Model tensors to pictures: [-1, 1] float images to uint8 arrays, image grids, PNG and NPZ files; 2D points
+to scatter plots and NPZ files."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 
@@ -45,6 +46,55 @@ def save_images(images: Tensor, path: str | Path, labels: Tensor | None = None) 
     elif path.suffix.lower() == ".npz":
         extra = {} if labels is None else {"labels": labels.cpu().numpy()}
         np.savez_compressed(path, images=array, **extra)
+    else:
+        raise ValueError(f"output must end in .png or .npz, got {path.name!r}")
+    return path
+
+
+# Ten distinguishable colours (matplotlib's "tab10") for labelled points; unlabelled points use the first.
+POINT_COLOURS = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
+
+
+def points_to_image(points: Tensor, labels: Tensor | None = None, size: int = 512, extent: float = 1.25) -> Image.Image:
+    """A scatter plot of 2D points [N, 2] on a white square covering [-extent, extent]^2 (y up), with grey axes;
+    points are coloured by label when labels are given. Points outside the square are left out."""
+    xy = points.detach().float().cpu().numpy()
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"expected points [N, 2], got shape {tuple(xy.shape)}")
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    middle = (size - 1) / 2
+    draw.line([(0, middle), (size - 1, middle)], fill=(220, 220, 220))
+    draw.line([(middle, 0), (middle, size - 1)], fill=(220, 220, 220))
+    pixels = np.empty_like(xy)
+    pixels[:, 0] = (xy[:, 0] / extent + 1) * middle
+    pixels[:, 1] = (1 - xy[:, 1] / extent) * middle  # y up
+    inside = np.isfinite(pixels).all(1) & (pixels >= 0).all(1) & (pixels <= size - 1).all(1)
+    classes = np.zeros(len(xy), dtype=np.int64) if labels is None else labels.detach().cpu().numpy().astype(np.int64)
+    for (px, py), label in zip(pixels[inside], classes[inside], strict=True):
+        draw.ellipse([px - 1.5, py - 1.5, px + 1.5, py + 1.5], fill=POINT_COLOURS[label % len(POINT_COLOURS)])
+    return image
+
+
+def save_points(points: Tensor, path: str | Path, labels: Tensor | None = None) -> Path:
+    """Write 2D samples to .npz (float32 `points` [N, 2], plus `labels` when given) or .png (a scatter plot)."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        points_to_image(points, labels).save(path)
+    elif path.suffix.lower() == ".npz":
+        extra = {} if labels is None else {"labels": labels.cpu().numpy()}
+        np.savez_compressed(path, points=points.detach().float().cpu().numpy(), **extra)
     else:
         raise ValueError(f"output must end in .png or .npz, got {path.name!r}")
     return path

@@ -4,6 +4,10 @@ AdamW with linear warm-up then cosine decay of the learning rate, gradient clipp
 (EMA) of the weights for sampling, bf16 autocast on CUDA, a guard that stops on a non-finite loss or gradient
 (keeping the last finite weights), and exact resume from a checkpoint (weights, EMA, optimizer, step, RNG).
 
+The denoiser follows the dataset's kind: a U-Net for images, core.toy.ToyMLP for 2D points (the toy sets). The
+`preset` names the size of either ("tiny", "small", "seed"; for the MLP see core.toy.TOY_PRESETS); everything else
+(schedule, objective, loss, EMA, samplers) is shared, since both networks have the signature forward(x, t, y).
+
     trainer = Trainer(TrainConfig(steps=500))
     for record in trainer.run():      # one ProgressRecord per optimizer step
         print(record.step, record.loss)
@@ -25,9 +29,10 @@ import torch
 from torch import nn
 
 from core.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from core.data import ImageDataset, load_dataset
+from core.data import ImageDataset, PointDataset, dataset_kind, load_dataset
 from core.diffusion import OBJECTIVES, WEIGHTINGS, training_loss
 from core.schedules import SCHEDULE_NAMES, make_schedule
+from core.toy import make_toy_mlp
 from core.unet import PRESETS, make_unet
 
 log = logging.getLogger(__name__)
@@ -66,9 +71,11 @@ def available_cores() -> int:
 class TrainConfig:
     """A training run. Defaults are the live-training recipe for the bundled digits on a CPU."""
 
-    dataset: str = "mnist5k"
-    image_size: int = 32  # digits are padded from 28 to 32
-    preset: str = "tiny"  # U-Net preset: "tiny", "small" or "seed"
+    dataset: str = "mnist5k"  # any name in core.data.DATASET_NAMES (images or 2D toy points)
+    image_size: int = 32  # digits are padded from 28 to 32 (image datasets only)
+    data_path: str | None = None  # dataset "folder": a folder or .zip of pictures
+    channels: int | None = None  # dataset "folder": 1, 3, or None (1 if every picture is grayscale)
+    preset: str = "tiny"  # denoiser size: "tiny", "small" or "seed" (a U-Net preset, or the MLP's for points)
     class_conditional: bool = False
     p_uncond: float = 0.1  # label dropout for classifier-free guidance (conditional models only)
     schedule: str = "linear"
@@ -105,6 +112,11 @@ class TrainConfig:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        dataset_kind(self.dataset)  # an unknown name -> ValueError listing the names
+        if (self.data_path is not None or self.channels is not None) and self.dataset != "folder":
+            raise ValueError(f"data_path and channels are for dataset 'folder', not {self.dataset!r}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1, 3 or None, got {self.channels!r}")
         positive_int("steps", self.steps, allow_none=True)
         positive_int("batch_size", self.batch_size)
         positive_int("num_buckets", self.num_buckets)
@@ -141,11 +153,28 @@ class ProgressRecord:
     loss: float
     lr: float
     grad_norm: float  # before clipping
-    images_per_second: float  # averaged over this run so far
+    images_per_second: float  # averaged over this run so far (points per second for a toy set)
     elapsed: float  # seconds since this run started
     eta_seconds: float | None  # to the step or time limit, whichever comes first
     bucket_losses: list[float | None]  # smoothed loss per timestep bucket (None: not seen yet)
     device: str
+
+
+def load_training_data(config: TrainConfig) -> ImageDataset | PointDataset:
+    """The "train" split of the config's dataset (toy sets: the default 10,000 points of seed 0, the same for every
+    run, like any other dataset)."""
+    if config.dataset == "folder" and not config.data_path:
+        raise ValueError("dataset 'folder' needs data_path (a folder or a .zip of pictures)")
+    options = {"path": config.data_path, "channels": config.channels} if config.dataset == "folder" else {}
+    return load_dataset(config.dataset, split="train", image_size=config.image_size, **options)
+
+
+def make_denoiser(config: TrainConfig, data: ImageDataset | PointDataset) -> nn.Module:
+    """A U-Net for images, a ToyMLP for points, sized by config.preset; class-conditional if asked."""
+    num_classes = data.num_classes if config.class_conditional else None
+    if data.kind == "points":
+        return make_toy_mlp(config.preset, dim=data.dim, num_classes=num_classes)
+    return make_unet(config.preset, in_channels=data.channels, num_classes=num_classes)
 
 
 def lr_at(config: TrainConfig, step: int, progress: float) -> float:
@@ -158,30 +187,32 @@ def lr_at(config: TrainConfig, step: int, progress: float) -> float:
 
 
 class Trainer:
-    """Holds a model, its EMA, optimizer, data and RNG; `run()` trains and yields a ProgressRecord per step."""
+    """Holds a model, its EMA, optimizer, data and RNG; `run()` trains and yields a ProgressRecord per step.
+
+    `dataset` (images or points) replaces the one the config names."""
 
     def __init__(
-        self, config: TrainConfig, *, dataset: ImageDataset | None = None, resume_from: str | Path | None = None
+        self,
+        config: TrainConfig,
+        *,
+        dataset: ImageDataset | PointDataset | None = None,
+        resume_from: str | Path | None = None,
     ):
         config.validate()
         self.config = config
         self.device = pick_device(config.device)
         if self.device.type == "cpu":
             torch.set_num_threads(config.num_threads or available_cores())
-        self.data = dataset or load_dataset(config.dataset, split="train", image_size=config.image_size)
+        self.data = dataset or load_training_data(config)
         if config.class_conditional and self.data.labels is None:
             raise ValueError(f"dataset {self.data.name!r} has no labels; it cannot train a class-conditional model")
-        self.images = self.data.images.to(self.device)  # (N, C, H, W)
+        self.train_tensor = self.data.tensor.to(self.device)  # (N, C, H, W) images or (N, D) points
         self.labels = self.data.labels.to(self.device) if self.data.labels is not None else None
         self.schedule = make_schedule(config.schedule, config.num_timesteps)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, the caller's global RNG untouched
             torch.manual_seed(config.seed)
-            self.model: nn.Module = make_unet(
-                config.preset,
-                in_channels=self.data.channels,
-                num_classes=self.data.num_classes if config.class_conditional else None,
-            ).to(self.device)
-        self.model.check_input(self.images[:1])
+            self.model: nn.Module = make_denoiser(config, self.data).to(self.device)
+        self.model.check_input(self.train_tensor[:1])
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -189,6 +220,11 @@ class Trainer:
         if resume_from is not None:
             self._resume(Path(resume_from))
         self._bucket_losses: list[float | None] = [None] * config.num_buckets
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The training tensor on the device (its former name; points for a toy set)."""
+        return self.train_tensor
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -218,12 +254,7 @@ class Trainer:
         return {
             "schedule": self.schedule.params,
             "objective": self.config.objective,
-            "dataset": {
-                "name": self.data.name,
-                "image_size": self.data.image_size,
-                "channels": self.data.channels,
-                "num_classes": self.data.num_classes,
-            },
+            "dataset": self.data.describe(),
             "class_conditional": self.config.class_conditional,
             "step": self.step,
             "training": asdict(self.config),
@@ -265,8 +296,8 @@ class Trainer:
         """One optimizer step at learning rate lr; returns (loss, grad_norm). Raises TrainingDiverged."""
         cfg = self.config
         self.model.train()
-        index = torch.randint(len(self.images), (cfg.batch_size,), generator=self.generator).to(self.device)
-        x0 = self.images[index]  # (B, C, H, W)
+        index = torch.randint(len(self.train_tensor), (cfg.batch_size,), generator=self.generator).to(self.device)
+        x0 = self.train_tensor[index]  # (B, C, H, W) or (B, D)
         y = self.labels[index] if cfg.class_conditional else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             result = training_loss(

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.embedding import TimeEmbedding
+from core.embedding import TimeEmbedding, embed_conditions
 
 
 def group_count(channels: int, max_groups: int = 32) -> int:
@@ -244,19 +244,7 @@ class UNet(nn.Module):
             )
 
     def embed(self, t: Tensor, y: Tensor | None, batch: int) -> Tensor:
-        t = torch.as_tensor(t, device=self.input_conv.weight.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        emb = self.time_embedding(t)  # (B, time_emb_dim)
-        if self.class_embedding is not None:
-            if y is None:
-                y = torch.full((batch,), self.num_classes, dtype=torch.long, device=emb.device)
-            if bool(((y < 0) | (y > self.num_classes)).any()):
-                raise ValueError(f"labels must be in 0..{self.num_classes} ({self.num_classes} = no class)")
-            emb = emb + self.class_embedding(y)
-        elif y is not None:
-            raise ValueError("this model is not class-conditional; pass y=None")
-        return emb
+        return embed_conditions(self.time_embedding, self.class_embedding, t, y, batch)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         self.check_input(x)

@@ -69,3 +69,18 @@ def artifacts() -> Path:
     """Where browser tests save screenshots (ignored by git) for a human to look at."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One CPU thread for small models, restored afterwards (a Trainer sets the process-wide count). Small models
+    gain nothing from more, and on a 2-core machine whose other core is busy two OpenMP threads can make each step
+    a hundred times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
