@@ -142,6 +142,7 @@ def save_checkpoint(
             staged[name] = tmp
             metadata = {"optimizer": json.dumps(state_meta)} if name == STATE_FILE and state_meta else None
             save_file(tensors, str(tmp), metadata=metadata)
+            os.chmod(tmp, 0o644)  # safetensors recreates the file 0600; a checkpoint is a shareable file
             _fsync_file(tmp)
             hashes[name] = _sha256(tmp)
         full_config = {

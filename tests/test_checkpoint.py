@@ -175,3 +175,10 @@ def test_a_pickle_is_never_loaded(saved):
 def test_resume_needs_training_state(saved):
     with pytest.raises(CheckpointError, match="no training state"):
         load_training_state(saved, None)
+
+
+def test_saved_files_are_readable_by_others(saved):
+    import stat
+
+    for path in saved.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
