@@ -5,30 +5,23 @@ python assets/make_screenshot.py        # writes assets/screenshot.png
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from explorer.app import CSS, LAUNCH_OPTIONS, build_app
+from explorer.app import launch_locally
 
 TARGET = Path(__file__).resolve().parent / "screenshot.png"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def main() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = build_app()
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, **LAUNCH_OPTIONS
-    )
+    demo, url = launch_locally()
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url)
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(TARGET))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from common import busy_warning, machine_description, time_calls, write_section
 from PIL import Image
 
 from core.training import available_cores
+from explorer.app import free_port
 from explorer.tabs import embedding, forward, schedules, unet
 
 SECTION_HEADING = "## UI latency (benchmarks/ui_latency.py)"
@@ -101,12 +101,6 @@ def unet_summary(preset: str) -> object:
     return unet.describe_unet(preset, *unet.preset_controls(preset), 32, 1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 SLIDER_WAIT_JS = """
 async ([label]) => {
   const visibleImages = () => [...document.querySelectorAll('img')].filter(i => i.offsetParent);
@@ -131,18 +125,14 @@ def browser_slider_ms(repeats: int) -> list[float]:
     loaded (what a student waits for). Needs Debian's Chromium at /usr/bin/chromium."""
     from playwright.sync_api import sync_playwright
 
-    from explorer.app import CSS, LAUNCH_OPTIONS, build_app
+    from explorer.app import launch_locally
 
-    demo = build_app()
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, **LAUNCH_OPTIONS
-    )
+    demo, url = launch_locally()
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url)
             page.get_by_role("tab", name="Forward process").click()
             page.locator("img").filter(visible=True).first.wait_for(timeout=30_000)
             durations = [page.evaluate(SLIDER_WAIT_JS, ["Timestep t"]) for _ in range(repeats + 2)]

@@ -6,6 +6,8 @@ layout and callbacks; this file only arranges them and sets the queue.
 
 from __future__ import annotations
 
+import socket
+
 import gradio as gr
 
 from core import __version__
@@ -44,3 +46,21 @@ def build_app() -> gr.Blocks:
             unet.build_tab()
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     return demo
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_locally() -> tuple[gr.Blocks, str]:
+    """Build the app and serve it on 127.0.0.1 at a free port, with app.py's options, without blocking
+    (tests, benchmarks and the README screenshot). Returns (demo, url); call demo.close() when done."""
+    demo = build_app()
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, **LAUNCH_OPTIONS
+    )
+    return demo, f"http://127.0.0.1:{port}/"

@@ -193,7 +193,7 @@ def test_python_app_py_serves_on_the_port_from_the_environment():
     import time
     import urllib.request
 
-    from conftest import free_port
+    from explorer.app import free_port
 
     root = Path(__file__).resolve().parent.parent
     port = free_port()
