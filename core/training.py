@@ -69,7 +69,12 @@ def available_cores() -> int:
 
 @dataclass
 class TrainConfig:
-    """A training run. Defaults are the live-training recipe for the bundled digits on a CPU."""
+    """A training run. Defaults are the live-training recipe for the bundled digits on a CPU.
+
+    Objective and schedule, measured (600 steps of "tiny", batch 64, DDIM-50, 500 samples scored by core.metrics
+    against a real-vs-real floor of 19): x0 on cosine FD 166, 68% confident digits; v on cosine FD 292, 61%;
+    eps on linear FD 1204, 7% (eps errors at high t are amplified by 1/sqrt(alpha-bar) into grey, noisy samples).
+    """
 
     dataset: str = "mnist5k"  # any name in core.data.DATASET_NAMES (images or 2D toy points)
     image_size: int = 32  # digits are padded from 28 to 32 (image datasets only)
@@ -78,9 +83,9 @@ class TrainConfig:
     preset: str = "tiny"  # denoiser size: "tiny", "small" or "seed" (a U-Net preset, or the MLP's for points)
     class_conditional: bool = False
     p_uncond: float = 0.1  # label dropout for classifier-free guidance (conditional models only)
-    schedule: str = "linear"
+    schedule: str = "cosine"
     num_timesteps: int = 1000
-    objective: str = "eps"  # what the network predicts: "eps", "x0" or "v"
+    objective: str = "x0"  # what the network predicts: "eps", "x0" or "v"
     weighting: str = "none"  # "min_snr": Hang et al. 2023 loss weighting
     steps: int | None = 2000  # optimizer steps (an upper bound when time_budget is set)
     time_budget: float | None = None  # seconds of wall-clock training; None: run all steps

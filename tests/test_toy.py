@@ -105,7 +105,17 @@ def test_the_trainer_picks_the_denoiser_by_dataset_kind():
 @pytest.fixture(scope="module")
 def trained():
     """The tiny MLP after 400 steps on moons (about 5 s on one thread)."""
-    config = TrainConfig(dataset="moons", steps=400, batch_size=256, lr=3e-3, warmup_steps=20, seed=0, **FAST)
+    config = TrainConfig(
+        dataset="moons",
+        steps=400,
+        batch_size=256,
+        lr=3e-3,
+        warmup_steps=20,
+        seed=0,
+        objective="eps",
+        schedule="linear",
+        **FAST,
+    )
     trainer = Trainer(config)
     records = list(trainer.run())
     return trainer, records
