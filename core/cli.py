@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -147,27 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     steps = args.steps if args.steps is not None else (None if args.time_budget else TrainConfig().steps)
-    config = TrainConfig(
-        dataset=args.dataset,
-        image_size=args.image_size,
-        data_path=args.data_path,
-        channels=args.channels,
-        preset=args.preset,
-        class_conditional=args.class_conditional,
-        p_uncond=args.p_uncond,
-        schedule=args.schedule,
-        objective=args.objective,
-        weighting=args.weighting,
-        steps=steps,
-        time_budget=args.time_budget,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        ema_decay=args.ema_decay,
-        seed=args.seed,
-        device=args.device,
-        num_threads=args.num_threads,
-    )
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    config = TrainConfig(**{**given, "steps": steps})  # every train flag is named after its TrainConfig field
     try:
         trainer = Trainer(config, resume_from=args.resume)
     except (ValueError, CheckpointError, FileNotFoundError) as error:
