@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,3 +78,21 @@ def write_section(heading: str, section: str, path: Path = RESULTS_PATH) -> None
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         before, after = "".join(lines[:start]), "".join(lines[end:])
     path.write_text(before + section + ("\n" + after if after else ""))
+
+
+def command_line() -> str:
+    """The command that ran this script, as a user would type it."""
+    return shlex.join(["python", *sys.argv])
+
+
+def section_header(heading: str, machine: str, command: str, warning: str | None = None) -> list[str]:
+    """The lines every RESULTS.md section opens with: heading, machine, busy warning (if any), command."""
+    return [
+        heading,
+        "",
+        f"Machine: {machine}.",
+        "",
+        *([f"**Warning: {warning}.**", ""] if warning else []),
+        f"Command: `{command}`",
+        "",
+    ]

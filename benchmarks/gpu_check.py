@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
-from common import machine_description, write_section
+from common import command_line, machine_description, section_header, write_section
 from torch import Tensor, nn
 from train_throughput import IMAGE_SIZE, ours, theirs
 
@@ -191,12 +189,7 @@ def main() -> None:
     checks = correctness(device)
     rows = throughput(device, args)
     lines = [
-        SECTION_HEADING,
-        "",
-        f"Machine: {machine}.",
-        "",
-        f"Command: `python benchmarks/gpu_check.py {shlex.join(sys.argv[1:])}`".rstrip(),
-        "",
+        *section_header(SECTION_HEADING, machine, command_line()),
         "| correctness check on the device | result | detail |",
         "|---|---|---|",
     ]

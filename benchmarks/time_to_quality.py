@@ -66,7 +66,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_PATH, busy_warning, machine_description, write_section
+from common import RESULTS_PATH, busy_warning, machine_description, section_header, write_section
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
@@ -263,16 +263,12 @@ def lr_label(lr: float) -> str:
     return f"{lr:.0e}".replace("e-0", "e-")
 
 
-def report(points: Sequence[Point], floor: float, args: argparse.Namespace, machine: str, command: str) -> str:
-    warning = busy_warning()
+def report(
+    points: Sequence[Point], floor: float, args: argparse.Namespace, machine: str, command: str, warning: str | None
+) -> str:
+    """The RESULTS.md section; `warning` is the busy-machine warning taken when the run started."""
     lines = [
-        SECTION_HEADING,
-        "",
-        f"Machine: {machine}.",
-        "",
-        *([f"**Warning: {warning}.**", ""] if warning else []),
-        f"Command: `{command}`",
-        "",
+        *section_header(SECTION_HEADING, machine, command, warning),
         f"Each contender trains on the 4,000 mnist5k training digits (32x32, batch {BATCH_SIZE}) for each "
         f"wall-clock budget, then draws {args.n} samples with {DDIM_STEPS} DDIM steps from its EMA weights "
         f"(sampling time separate), scored by core.metrics.evaluate_samples against {args.n} held-out digits; "
@@ -450,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"entropy {point.entropy:.2f}, sampling {sample_seconds:.1f} s",
                     flush=True,
                 )
-    section = report(points, floor, args, machine, command)
+    section = report(points, floor, args, machine, command, warning)
     plot = plot_fd(points, floor, out_dir / "race_fd.png")
     print()
     print(section)

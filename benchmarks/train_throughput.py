@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_PATH, busy_warning, machine_description, time_calls, write_section
+from common import RESULTS_PATH, busy_warning, machine_description, section_header, time_calls, write_section
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -204,13 +204,7 @@ def report(
     by_name = {r.name: r for r in results}
     reference = by_name.get(REFERENCE, results[0])
     lines = [
-        SECTION_HEADING,
-        "",
-        f"Machine: {machine}.",
-        "",
-        *([f"**Warning: {warning}.**", ""] if warning else []),
-        f"Command: `{command}`",
-        "",
+        *section_header(SECTION_HEADING, machine, command, warning),
         f"Training: AdamW steps on batches of {args.batch_size} random {CHANNELS}x{IMAGE_SIZE}x{IMAGE_SIZE} "
         f"images, eps objective, linear schedule (T = 1000); {args.warmup_steps} warm-up steps, then a "
         f"{args.seconds:g} s window (at least {args.min_steps} steps) per model. Sampling: {SAMPLE_IMAGES} "

@@ -16,7 +16,6 @@ cold start <= 5 s.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import busy_warning, machine_description, time_calls, write_section
+from common import busy_warning, command_line, machine_description, section_header, time_calls, write_section
 from PIL import Image
 
 from core.training import available_cores
@@ -188,16 +187,7 @@ def main() -> None:
     torch.set_num_threads(available_cores())
     warning = busy_warning()
     machine = machine_description(torch.get_num_threads())
-    lines = [
-        SECTION_HEADING,
-        "",
-        f"Machine: {machine}.",
-        "",
-        f"Command: `python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}`".rstrip() + "",
-        "",
-    ]
-    if warning:
-        lines += [f"**Warning:** {warning}.", ""]
+    lines = section_header(SECTION_HEADING, machine, command_line(), warning)
     lines += [
         "| callback (server side, in process) | median ms | p90 ms | target ms | verdict |",
         "|---|---|---|---|---|",
