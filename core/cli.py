@@ -98,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--preset", default=defaults.preset, choices=tuple(PRESETS), help="model size (U-Net, or MLP for points)"
     )
-    train.add_argument("--image-size", type=positive_int, default=defaults.image_size)
+    train.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=defaults.image_size,
+        help="side in pixels (default: the dataset's own, 28 for digits, 32 for CIFAR-10 and own pictures)",
+    )
     train.add_argument(
         "--steps",
         type=positive_int,

@@ -63,6 +63,7 @@ BUNDLED_HINT = "the bundled 'mnist5k' needs no download"
 
 MIN_FOLDER_IMAGES = 8
 MAX_DATASET_BYTES = 2 * 2**30  # a folder dataset's float32 tensor; refused beyond, before it is filled
+FOLDER_IMAGE_SIZE = 32  # pictures of a folder have no size of their own: image_size None means this
 FOLDER_DECODE_FACTOR = 8  # pictures are decoded at up to 8 x image_size on their long side, then cropped
 MAX_TOY_POINTS = 1_000_000
 DEFAULT_TOY_POINTS = 10_000
@@ -158,8 +159,11 @@ def to_model_range(images_uint8: Tensor) -> Tensor:
     return images_uint8.float() / 127.5 - 1.0
 
 
-def fit_size(images: Tensor, image_size: int) -> Tensor:
-    """Pad (with the background value -1, keeping the digit centered) or resize square images to image_size."""
+def fit_size(images: Tensor, image_size: int | None) -> Tensor:
+    """Pad (with the background value -1, keeping the digit centered) or resize square images to image_size
+    (None: keep their own size)."""
+    if image_size is None:
+        return images
     size = images.shape[-1]
     if image_size == size:
         return images
@@ -171,7 +175,9 @@ def fit_size(images: Tensor, image_size: int) -> Tensor:
     ).clamp(-1, 1)
 
 
-def check_image_size(image_size: int) -> None:
+def check_image_size(image_size: int | None) -> None:
+    if image_size is None:
+        return
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 256:
         raise ValueError(f"image_size must be an integer in 8..256, got {image_size!r}")
 
@@ -197,8 +203,9 @@ def mnist5k_split_indices(labels: np.ndarray, split: str) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def load_mnist5k(split: str = "train", image_size: int = 32, path: Path = MNIST5K_PATH) -> ImageDataset:
-    """The bundled MNIST subset: 4,000 training or 1,000 held-out digits, 1 channel, padded to image_size."""
+def load_mnist5k(split: str = "train", image_size: int | None = 32, path: Path = MNIST5K_PATH) -> ImageDataset:
+    """The bundled MNIST subset: 4,000 training or 1,000 held-out digits, 1 channel, padded to image_size (None:
+    their own 28x28)."""
     if not path.exists():
         raise FileNotFoundError(f"bundled dataset missing: {path}; recreate it with python assets/extract_mnist5k.py")
     with np.load(path) as data:
@@ -267,7 +274,7 @@ def _unpack_idx_gz(raw: Path) -> None:
 
 
 def load_torchvision(
-    name: str, split: str = "train", image_size: int = 32, root: str | Path | None = None
+    name: str, split: str = "train", image_size: int | None = 32, root: str | Path | None = None
 ) -> ImageDataset:
     """MNIST, Fashion-MNIST or CIFAR-10 through torchvision, downloaded into `data_root(root)` on first use.
 
@@ -304,7 +311,9 @@ def load_torchvision(
 # the user's own pictures
 
 
-def load_image_folder(path: str | Path, *, image_size: int = 32, channels: int | None = None) -> ImageDataset:
+def load_image_folder(
+    path: str | Path, *, image_size: int | None = FOLDER_IMAGE_SIZE, channels: int | None = None
+) -> ImageDataset:
     """The pictures in a folder (recursively) or a .zip archive, each center-cropped to a square and resized to
     image_size (Lanczos), in [-1, 1]. channels: 1 (grayscale), 3 (colour) or None (1 when every picture is
     grayscale, else 3).
@@ -465,7 +474,7 @@ def load_dataset(
     name: str = "mnist5k",
     *,
     split: str = "train",
-    image_size: int = 32,
+    image_size: int | None = 32,
     root: str | Path | None = None,
     path: str | Path | None = None,
     channels: int | None = None,
@@ -474,7 +483,8 @@ def load_dataset(
 ) -> ImageDataset | PointDataset:
     """A dataset by name (see DATASET_NAMES and the module docstring).
 
-    image_size: for image sets (8..256). root: the download cache of "mnist", "fashion_mnist", "cifar10".
+    image_size: for image sets (8..256; None: the set's own size, 28 for the MNIST family, 32 for CIFAR-10 and
+    for pictures of a folder). root: the download cache of "mnist", "fashion_mnist", "cifar10".
     path and channels: the folder or .zip of "folder". n (default 10,000) and seed (default 0): the toy sets.
     An option that does not belong to the named dataset is refused, so a typo never passes silently."""
     kind = dataset_kind(name)

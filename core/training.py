@@ -1,7 +1,8 @@
 """The training loop as a generator of progress records, with everything a diffusion run needs to be trusted.
 
 AdamW with linear warm-up then cosine decay of the learning rate, gradient clipping, an exponential moving average
-(EMA) of the weights for sampling, bf16 autocast on CUDA, a guard that stops on a non-finite loss or gradient
+(EMA) of the weights for sampling, bf16 autocast where the hardware runs it natively (CUDA, and CPUs with AVX512-BF16
+or AMX: 1.4x the images/s of float32 for "tiny" on 2 EPYC cores), a guard that stops on a non-finite loss or gradient
 (keeping the last finite weights), and exact resume from a checkpoint (weights, EMA, optimizer, step, RNG).
 
 The denoiser follows the dataset's kind: a U-Net for images, core.toy.ToyMLP for 2D points (the toy sets). The
@@ -60,6 +61,29 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix maths runs natively here: CUDA, or a CPU whose oneDNN has bf16 kernels (AVX512-BF16,
+    AMX). Elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training autocasts to bf16: "bf16" always (CPU or CUDA), "auto" where it is native."""
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return False
+    return precision == "bf16" or native_bf16(device)
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -77,7 +101,7 @@ class TrainConfig:
     """
 
     dataset: str = "mnist5k"  # any name in core.data.DATASET_NAMES (images or 2D toy points)
-    image_size: int = 32  # digits are padded from 28 to 32 (image datasets only)
+    image_size: int | None = None  # None: the dataset's own size (28 for digits, 32 for CIFAR-10 and own pictures)
     data_path: str | None = None  # dataset "folder": a folder or .zip of pictures
     channels: int | None = None  # dataset "folder": 1, 3, or None (1 if every picture is grayscale)
     preset: str = "tiny"  # denoiser size: "tiny", "small" or "seed" (a U-Net preset, or the MLP's for points)
@@ -99,6 +123,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None  # CPU threads; None: one per available core
+    precision: str = "auto"  # "auto" (bf16 autocast where native: CUDA, CPUs with bf16 units), "bf16" or "fp32"
     num_buckets: int = 10  # the loss is also tracked per tenth of [0, T)
     extra: dict = field(default_factory=dict)
 
@@ -138,6 +163,8 @@ class TrainConfig:
             raise ValueError(f"p_uncond must be in [0, 1], got {self.p_uncond!r}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("grad_clip, weight_decay and warmup_steps must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if not 0 <= self.seed < 2**63:
@@ -218,6 +245,7 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.model: nn.Module = make_denoiser(config, self.data).to(self.device)
         self.model.check_input(self.train_tensor[:1])
+        self.bf16 = uses_bf16(config.precision, self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -304,7 +332,7 @@ class Trainer:
         index = torch.randint(len(self.train_tensor), (cfg.batch_size,), generator=self.generator).to(self.device)
         x0 = self.train_tensor[index]  # (B, C, H, W) or (B, D)
         y = self.labels[index] if cfg.class_conditional else None
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             result = training_loss(
                 self.model,
                 self.schedule,

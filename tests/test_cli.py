@@ -71,7 +71,8 @@ def test_sample_png_grid_through_python_dash_m(trained, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
-        assert image.size == (2 * 34 + 2, 2 * 34 + 2) and image.mode == "L"
+        # 2x2 grid of the digits' own 28x28 (the training default) with 2-pixel gaps and border
+        assert image.size == (2 * 30 + 2, 2 * 30 + 2) and image.mode == "L"
 
 
 def test_sample_npz_is_reproducible_per_seed(trained, tmp_path):
@@ -100,7 +101,7 @@ def test_sample_npz_is_reproducible_per_seed(trained, tmp_path):
             == 0
         )
     a, b, c = (np.load(p)["images"] for p in paths)
-    assert a.shape == (4, 32, 32, 1) and a.dtype == np.uint8
+    assert a.shape == (4, 28, 28, 1) and a.dtype == np.uint8  # the digits' own size
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 

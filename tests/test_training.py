@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.data import ImageDataset, load_dataset
-from core.training import TrainConfig, Trainer, TrainingDiverged, lr_at, pick_device
+from core.training import TrainConfig, Trainer, TrainingDiverged, lr_at, native_bf16, pick_device, uses_bf16
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,7 @@ def test_learning_rate_schedule_warms_up_then_decays():
         (dict(schedule="quadratic"), "unknown schedule"),
         (dict(preset="huge"), "unknown preset"),
         (dict(ema_decay=1.0), "ema_decay"),
+        (dict(precision="fp16"), "unknown precision"),
     ],
 )
 def test_bad_config_is_refused(overrides, message):
@@ -118,3 +119,25 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             pick_device("cuda")
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert not uses_bf16("fp32", cpu) and uses_bf16("bf16", cpu)
+    assert uses_bf16("auto", cpu) == native_bf16(cpu)
+    assert not uses_bf16("bf16", torch.device("meta"))  # autocast only on cpu and cuda
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_training_in_either_precision_lowers_the_loss_and_keeps_float32_weights(digits, precision):
+    trainer = Trainer(quick_config(steps=60, batch_size=32, precision=precision), dataset=digits)
+    records = list(trainer.run())
+    first, last = sum(r.loss for r in records[:5]) / 5, sum(r.loss for r in records[-10:]) / 10
+    assert last < 0.8 * first, (first, last)
+    assert trainer.bf16 == (precision == "bf16")
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+def test_default_image_size_is_the_datasets_own():
+    trainer = Trainer(quick_config(steps=1))
+    assert tuple(trainer.train_tensor.shape[1:]) == (1, 28, 28)
