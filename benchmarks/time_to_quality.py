@@ -1,7 +1,8 @@
 """The race: which training setup reaches the best digit samples in a given wall-clock budget on this machine.
 
 Every contender trains on the same 4,000 training digits (`load_dataset("mnist5k", split="train",
-image_size=32)`: 28x28 padded to 32x32, values in [-1, 1]) at each learning rate (--lrs) for each wall-clock
+image_size=32)`: 28x28 padded to 32x32, values in [-1, 1]; ours at its recipe's image size, the digits' own 28x28,
+since that padding is part of what the recipe chooses) at each learning rate (--lrs) for each wall-clock
 training budget (--budgets, seconds of optimizer steps only: no data loading, no sampling, no evaluation).
 After each budget it draws --n samples with 50 DDIM steps (eta = 0; timed separately) from a fixed seed and
 scores them with `core.metrics.evaluate_samples` (Fréchet distance in our digit classifier's features, the
@@ -49,12 +50,15 @@ it by up to one step (the plot uses the seconds actually trained).
 
     python benchmarks/time_to_quality.py                                   # full race, ~90 min on 2 cores
     python benchmarks/time_to_quality.py --budgets 3 6 --n 64 --no-write   # smoke run, ~3 minutes
+    python benchmarks/time_to_quality.py --contenders ours                 # rerun ours, keep the peers' rows
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
+import json
 import math
 import shlex
 import sys
@@ -66,8 +70,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_PATH, busy_warning, machine_description, section_header, write_section
-from PIL import Image, ImageDraw, ImageFont
+from common import RESULTS_PATH, busy_warning, line_chart, machine_description, section_header, write_section
 from torch import Tensor
 
 from core.data import load_dataset
@@ -91,6 +94,7 @@ RESULTS_DIR = RESULTS_PATH.parent / "results"
 CONTENDERS = ("ours", "ddpm_pytorch", "diffusers")
 DEFAULT_LR = {"ours": TrainConfig().lr, "ddpm_pytorch": 1e-4, "diffusers": 1e-4}
 BATCH_SIZE = 64
+RECIPE_SIZE = TrainConfig().image_size or 28  # ours: None means the digits' own 28x28
 DDIM_STEPS = 50
 GRID_IMAGES = 64
 SAMPLE_CHUNK = 250  # samples drawn per batch
@@ -110,6 +114,7 @@ class Point:
     confident: float
     entropy: float
     sample_seconds: float
+    n: int  # samples scored
 
     @property
     def images_per_second(self) -> float:
@@ -122,7 +127,23 @@ class Checkpoint:
 
     train_seconds: float
     steps: int
-    draw: Callable[[int, int], Tensor]  # (n, seed) -> samples [n, 1, 32, 32] in [-1, 1]
+    draw: Callable[[int, int], Tensor]  # (n, seed) -> samples [n, 1, H, W] in [-1, 1]
+
+
+POINTS_FILE = RESULTS_DIR / "race_points.json"
+
+
+def load_points(path: Path) -> list[Point]:
+    if not path.exists():
+        return []
+    return [Point(**row) for row in json.loads(path.read_text())]
+
+
+def merge_points(old: Sequence[Point], new: Sequence[Point]) -> list[Point]:
+    """Earlier points of the (contender, lr) pairs not in `new`, then all of `new`, in contender, lr, budget order."""
+    rerun = {(p.contender, p.lr) for p in new}
+    merged = [p for p in old if (p.contender, p.lr) not in rerun] + list(new)
+    return sorted(merged, key=lambda p: (CONTENDERS.index(p.contender), p.lr, p.budget))
 
 
 def in_chunks(n: int, draw_chunk: Callable[[int], Tensor]) -> Tensor:
@@ -133,7 +154,9 @@ def in_chunks(n: int, draw_chunk: Callable[[int], Tensor]) -> Tensor:
 
 
 def race_ours(data, lr: float, budgets: Sequence[float], seed: int) -> Iterator[Checkpoint]:
-    """A fresh Trainer per budget: the shipped recipe decays its lr over the budget it is given."""
+    """A fresh Trainer per budget: the shipped recipe decays its lr over the budget it is given. The same digits,
+    at the recipe's image size (their own 28x28: the padding to 32 carries no information)."""
+    data = load_dataset("mnist5k", split="train", image_size=RECIPE_SIZE)
     for budget in budgets:
         trainer = Trainer(TrainConfig(lr=lr, time_budget=budget, steps=None, seed=seed), dataset=data)
         elapsed = 0.0
@@ -143,7 +166,7 @@ def race_ours(data, lr: float, budgets: Sequence[float], seed: int) -> Iterator[
 
         def draw(n: int, sample_seed: int, trainer: Trainer = trainer, sampler=sampler) -> Tensor:
             generator = torch.Generator().manual_seed(sample_seed)
-            x_T = draw_noise((n, 1, 32, 32), generator, "cpu", torch.float32)
+            x_T = draw_noise((n, *trainer.train_tensor.shape[1:]), generator, "cpu", torch.float32)
             with torch.no_grad():
                 return sample(trainer.ema_model, sampler, x_T, DDIM_STEPS, generator=generator)
 
@@ -269,12 +292,15 @@ def report(
     """The RESULTS.md section; `warning` is the busy-machine warning taken when the run started."""
     lines = [
         *section_header(SECTION_HEADING, machine, command, warning),
-        f"Each contender trains on the 4,000 mnist5k training digits (32x32, batch {BATCH_SIZE}) for each "
+        f"Each contender trains on the 4,000 mnist5k training digits (batch {BATCH_SIZE}; the peers at 32x32, ours "
+        f"at its recipe's {RECIPE_SIZE}x{RECIPE_SIZE}, the digits unpadded) for each "
         f"wall-clock budget, then draws {args.n} samples with {DDIM_STEPS} DDIM steps from its EMA weights "
         f"(sampling time separate), scored by core.metrics.evaluate_samples against {args.n} held-out digits; "
         f"real-vs-real FD floor at n = {args.n}: {floor:.1f}. ours: a fresh TrainConfig-default run per "
         "budget (its lr decays over the budget); the peers (constant lr) continue one run across budgets. "
-        "Configurations and fairness choices: see the module docstring.",
+        "Configurations and fairness choices: see the module docstring. "
+        f"Rows accumulate in {POINTS_FILE.name} (benchmarks/results/) across runs of this script: each run replaces "
+        "the rows of the (contender, lr) pairs it ran; the machine and command above are the latest run's.",
         "",
         f"| contender | lr | budget s | training steps | images/s | FD | FD / floor | confident fraction "
         f"| entropy | sampling s ({args.n} samples) |",
@@ -299,69 +325,18 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-
-
 def plot_fd(points: Sequence[Point], floor: float, path: Path) -> Path:
-    """FD against training seconds, log y, one line per (contender, lr), the real floor dashed; drawn with PIL."""
-    width, height, left, right, top, bottom = 900, 560, 80, 230, 40, 60
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    values = [p.fd for p in points if p.fd > 0] + ([floor] if floor > 0 else [])
-    y_low = 10 ** math.floor(math.log10(min(values)))
-    y_high = 10 ** math.ceil(math.log10(max(values)))
-    if y_high <= y_low:
-        y_high = y_low * 10
-    x_high = max(p.train_seconds for p in points) * 1.05 or 1.0
-
-    def to_xy(seconds: float, fd: float) -> tuple[float, float]:
-        x = left + seconds / x_high * (width - left - right)
-        fraction = (math.log10(max(fd, y_low)) - math.log10(y_low)) / (math.log10(y_high) - math.log10(y_low))
-        return x, height - bottom - fraction * (height - top - bottom)
-
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    decade = y_low
-    while decade <= y_high * 1.001:
-        for multiple in range(1, 10):
-            value = decade * multiple
-            if value > y_high * 1.001:
-                break
-            _, y = to_xy(0, value)
-            draw.line([left, y, width - right, y], fill=(225, 225, 225) if multiple > 1 else (170, 170, 170))
-            if multiple in (1, 2, 5):
-                draw.text((left - 8, y), f"{value:g}", fill="black", font=font, anchor="rm")
-        decade *= 10
-    for i in range(6):
-        seconds = x_high * i / 5
-        x, _ = to_xy(seconds, y_low)
-        draw.line([x, height - bottom, x, height - bottom + 5], fill="black")
-        draw.text((x, height - bottom + 8), f"{seconds:.0f}", fill="black", font=font, anchor="mt")
-    draw.text(((left + width - right) / 2, height - 20), "training seconds", fill="black", font=font, anchor="mm")
-    draw.text((left, 15), "FD (log scale) vs training wall clock", fill="black", font=font, anchor="lm")
-    legend_y = top + 5
-    if floor > 0:
-        _, y = to_xy(0, floor)
-        for x in range(left, width - right, 12):
-            draw.line([x, y, x + 6, y], fill=(100, 100, 100), width=2)
-        draw.line([width - right + 15, legend_y + 6, width - right + 40, legend_y + 6], fill=(100, 100, 100), width=2)
-        draw.text((width - right + 48, legend_y + 6), "real floor", fill="black", font=font, anchor="lm")
-        legend_y += 20
-    series = list(dict.fromkeys((p.contender, p.lr) for p in points))
-    for index, key in enumerate(series):
-        color = COLORS[index % len(COLORS)]
-        xy = [to_xy(p.train_seconds, p.fd) for p in points if (p.contender, p.lr) == key]
-        if len(xy) > 1:
-            draw.line(xy, fill=color, width=3)
-        for x, y in xy:
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
-        draw.line([width - right + 15, legend_y + 6, width - right + 40, legend_y + 6], fill=color, width=3)
-        label = f"{key[0]} lr {lr_label(key[1])}"
-        draw.text((width - right + 48, legend_y + 6), label, fill="black", font=font, anchor="lm")
-        legend_y += 20
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    """FD against training seconds, log y, one line per (contender, lr), the real floor dashed."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        series.setdefault(f"{p.contender} lr {lr_label(p.lr)}", []).append((p.train_seconds, p.fd))
+    return line_chart(
+        series,
+        path,
+        title="FD (log scale) vs training wall clock",
+        x_label="training seconds",
+        reference=("real floor", floor) if floor > 0 else None,
+    )
 
 
 # ------------------------------------------------------------------------------------------------------- main
@@ -417,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = load_dataset("mnist5k", split="train", image_size=32)
     floor = real_floor(args.n, seed=args.seed)
     print(f"{len(data)} training digits; real-vs-real FD floor at n = {args.n}: {floor:.1f}", flush=True)
+    earlier = [] if args.no_write else load_points(args.pictures / POINTS_FILE.name)
+    if any(p.n != args.n for p in earlier):
+        print(f"dropping the earlier points scored at another n than {args.n}", flush=True)
+        earlier = [p for p in earlier if p.n == args.n]
     points: list[Point] = []
     for contender in dict.fromkeys(args.contenders):
         for lr in dict.fromkeys(DEFAULT_LR[contender] if lr == "default" else float(lr) for lr in args.lrs):
@@ -437,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     metrics["confident_fraction"],
                     metrics["class_entropy"],
                     sample_seconds,
+                    args.n,
                 )
                 points.append(point)
                 save_images(samples[:GRID_IMAGES], out_dir / f"race_{contender}_{lr_label(lr)}_{budget:g}s.png")
@@ -446,13 +426,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"entropy {point.entropy:.2f}, sampling {sample_seconds:.1f} s",
                     flush=True,
                 )
-    section = report(points, floor, args, machine, command, warning)
-    plot = plot_fd(points, floor, out_dir / "race_fd.png")
+                # after every point, so an interrupted race keeps what it measured
+                every = merge_points(earlier, points)
+                section = report(every, floor, args, machine, command, warning)
+                plot = plot_fd(every, floor, out_dir / "race_fd.png")
+                if not args.no_write:
+                    (out_dir / POINTS_FILE.name).write_text(
+                        json.dumps([dataclasses.asdict(p) for p in every], indent=1)
+                    )
+                    write_section(SECTION_HEADING, section, args.results)
     print()
     print(section)
     print(f"pictures in {out_dir} (FD plot: {plot})")
     if not args.no_write:
-        write_section(SECTION_HEADING, section, args.results)
         print(f"written to {args.results}")
 
 

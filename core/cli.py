@@ -27,7 +27,7 @@ from core.imaging import save_images, save_points
 from core.metrics import DIGIT_DATASETS, evaluate_points, evaluate_samples, real_floor
 from core.samplers import SAMPLERS, SPACINGS, Sampler, denoise, draw_noise, make_sampler
 from core.schedules import SCHEDULE_NAMES
-from core.training import TrainConfig, Trainer, TrainingDiverged, pick_device
+from core.training import PRECISIONS, TrainConfig, Trainer, TrainingDiverged, pick_device
 from core.unet import PRESETS
 
 MAX_SAMPLES = 1024
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     train.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate")
     train.add_argument("--warmup-steps", type=non_negative_int, default=defaults.warmup_steps)
+    train.add_argument(
+        "--min-lr-ratio", type=float, default=defaults.min_lr_ratio, help="the cosine decay ends at lr x this"
+    )
     train.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
     train.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULE_NAMES)
     train.add_argument("--objective", default=defaults.objective, choices=OBJECTIVES)
@@ -125,7 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--num-threads", type=positive_int, default=None, help="CPU threads (default: one per available core)"
     )
+    train.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=PRECISIONS,
+        help="auto: bf16 autocast where the hardware runs it natively (CUDA, CPUs with bf16 units), else fp32",
+    )
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument(
+        "--no-training-state",
+        action="store_true",
+        help="save only the weights and their EMA (a third of the size; to share, not to resume)",
+    )
     train.add_argument("--resume", type=Path, default=None, help="checkpoint folder to continue from")
 
     sample = commands.add_parser("sample", help="sample images from a checkpoint")
@@ -182,7 +196,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     finally:
         bar.close()
     if trainer.step > 0:
-        trainer.save(args.out)
+        trainer.save(args.out, with_training_state=not args.no_training_state)
         speed = f", {record.images_per_second:.0f} images/s" if record else ""
         print(f"saved {args.out} at step {trainer.step}{speed}", file=sys.stderr)
     return status

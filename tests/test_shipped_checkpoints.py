@@ -1,0 +1,68 @@
+"""The pretrained checkpoints in assets/checkpoints/: all there, small enough, loadable, and drawing what they
+were trained on (digits the reference classifier recognises, points near their toy set, labels obeyed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.checkpoint import load_checkpoint
+from core.data import TOY_DATASET_NAMES
+from core.metrics import evaluate_points, predict_logits
+from core.samplers import draw_noise, make_sampler, sample
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
+EXPECTED = ["mnist_uncond", "mnist_cond", *(f"toy_{name}" for name in TOY_DATASET_NAMES)]
+MAX_TOTAL_BYTES = 20 * 2**20
+
+
+def draw(name: str, n: int, steps: int, labels: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+    checkpoint = load_checkpoint(CHECKPOINTS / name)
+    dataset = checkpoint.config["dataset"]
+    shape = (dataset["dim"],) if dataset["kind"] == "points" else (1, dataset["image_size"], dataset["image_size"])
+    generator = torch.Generator().manual_seed(0)
+    x_T = draw_noise((n, *shape), generator, "cpu", torch.float32)
+    sampler = make_sampler("ddim", checkpoint.schedule, objective=checkpoint.objective, clip_x0=True)
+    with torch.no_grad():
+        return sample(checkpoint.sampling_model, sampler, x_T, steps, y=labels, guidance_scale=guidance)
+
+
+def test_every_expected_checkpoint_is_shipped_within_20_mb():
+    shipped = sorted(p.parent.name for p in CHECKPOINTS.glob("*/config.json"))
+    assert sorted(EXPECTED) == shipped
+    total = sum(f.stat().st_size for f in CHECKPOINTS.rglob("*") if f.is_file())
+    assert total <= MAX_TOTAL_BYTES, f"{total / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_checkpoint_loads_with_ema_weights_and_no_training_state(name):
+    checkpoint = load_checkpoint(CHECKPOINTS / name)
+    assert checkpoint.ema_model is not None and checkpoint.sampling_model is checkpoint.ema_model
+    assert not (CHECKPOINTS / name / "training_state.safetensors").exists()
+    assert checkpoint.step > 0
+
+
+def test_unconditional_digits_are_recognised():
+    samples = draw("mnist_uncond", 100, 20)
+    assert samples.shape == (100, 1, 28, 28) and bool(torch.isfinite(samples).all())
+    probabilities = predict_logits(samples).softmax(1)
+    confident = (probabilities.max(1).values >= 0.9).float().mean().item()
+    classes = set(probabilities.argmax(1).tolist())
+    assert confident >= 0.6 and len(classes) >= 8, (confident, classes)
+
+
+def test_conditional_model_draws_the_requested_digit_with_guidance():
+    labels = torch.arange(10).repeat(5)
+    samples = draw("mnist_cond", 50, 20, labels=labels, guidance=3.0)
+    accuracy = (predict_logits(samples).argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.8, accuracy
+
+
+@pytest.mark.parametrize("name", TOY_DATASET_NAMES)
+def test_toy_model_samples_lie_near_its_data(name):
+    samples = draw(f"toy_{name}", 1000, 50)
+    metrics = evaluate_points(samples, name)
+    noise = evaluate_points(torch.randn(1000, 2, generator=torch.Generator().manual_seed(1)), name)
+    assert metrics["sliced_wasserstein"] < 0.25 * noise["sliced_wasserstein"], (metrics, noise)
