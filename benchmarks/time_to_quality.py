@@ -12,7 +12,8 @@ floor `core.metrics.real_floor(n)` at the same n.
 Contenders (all batch 64, gradient-norm clipping at 1.0, CPU, one thread per available core):
 
 * ours: `core.training.Trainer` with the `TrainConfig` defaults (preset "tiny", x0 objective, cosine
-  schedule, AdamW, 50 warm-up steps then cosine decay to 0.1 lr over the budget, EMA 0.995), with
+  schedule, the digits' own 28x28, bf16 autocast where the CPU runs it natively, AdamW, 50 warm-up steps then
+  cosine decay to 0.1 lr over the budget, EMA 0.99; how they were chosen: benchmarks/recipe_search.py), with
   `time_budget=budget, steps=None`; "default" lr = TrainConfig().lr (2e-3), and 1e-3. Samples: the EMA model,
   core DDIM-50 with the config's objective and clip_x0=True.
   Because the shipped recipe decays its learning rate over the budget it is given, each budget is a fresh run
