@@ -73,14 +73,6 @@ class Row:
         return self.steps
 
 
-def sample_shape(checkpoint: Checkpoint) -> tuple[int, ...]:
-    dataset = checkpoint.config.get("dataset", {})
-    if dataset.get("kind") == "points":
-        return (dataset.get("dim", 2),)
-    size = dataset.get("image_size", 32)
-    return (dataset.get("channels", 1), size, size)
-
-
 def requested_labels(checkpoint: Checkpoint, n: int) -> Tensor | None:
     """Labels 0, 1, ..., 9, 0, 1, ... for a class-conditional model; None for an unconditional one."""
     num_classes = getattr(checkpoint.sampling_model, "num_classes", None)
@@ -123,9 +115,9 @@ def score(checkpoint: Checkpoint, samples: Tensor, labels: Tensor | None, seed: 
     return metrics
 
 
-def measure(directory: Path, n: int, seed: int, pictures: Path) -> list[Row]:
-    checkpoint = load_checkpoint(directory)
-    x_T = draw_noise((n, *sample_shape(checkpoint)), torch.Generator().manual_seed(seed), "cpu", torch.float32)
+def measure(checkpoint: Checkpoint, n: int, seed: int, pictures: Path) -> list[Row]:
+    directory = checkpoint.directory
+    x_T = draw_noise((n, *checkpoint.sample_shape), torch.Generator().manual_seed(seed), "cpu", torch.float32)
     labels = requested_labels(checkpoint, n)
     plain_guidance = 1.0 if labels is not None else None
     plan = [("ddpm", checkpoint.schedule.num_timesteps, 1.0, plain_guidance)]
@@ -224,9 +216,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     series: dict[str, list[tuple[float, float]]] = {}
     for directory in args.checkpoints:
-        rows = measure(Path(directory), args.n, args.seed, pictures)
+        checkpoint = load_checkpoint(directory)  # once per checkpoint
+        rows = measure(checkpoint, args.n, args.seed, pictures)
         digits = "fd" in rows[0].metrics
-        config = load_checkpoint(directory).config
+        config = checkpoint.config
         lines += [
             f"### {Path(directory).name}",
             "",

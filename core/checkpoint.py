@@ -249,6 +249,15 @@ class Checkpoint:
         """The EMA weights when present (they sample better), else the raw weights."""
         return self.ema_model if self.ema_model is not None else self.model
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: (C, H, W) for images, (D,) for 2D toy points."""
+        dataset = self.config.get("dataset", {})
+        if dataset.get("kind") == "points":
+            return (dataset.get("dim", 2),)
+        size = dataset.get("image_size", 32)
+        return (dataset.get("channels", 1), size, size)
+
 
 def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint folder into freshly built models on `device`. Any problem raises CheckpointError."""

@@ -243,11 +243,7 @@ def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             raise ValueError(f"--guidance must be >= 0, got {args.guidance}")
     except (ValueError, CheckpointError) as error:
         parser.error(str(error))
-    dataset = checkpoint.config.get("dataset", {})
-    shape = (dataset.get("channels", 1), dataset.get("image_size", 32), dataset.get("image_size", 32))
-    if dataset.get("kind") == "points":
-        shape = (dataset.get("dim", 2),)
-    return SamplingPlan(checkpoint, model, sampler, steps, device, shape)
+    return SamplingPlan(checkpoint, model, sampler, steps, device, checkpoint.sample_shape)
 
 
 def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, Tensor | None, float]:

@@ -20,10 +20,8 @@ MAX_TOTAL_BYTES = 20 * 2**20
 
 def draw(name: str, n: int, steps: int, labels: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
     checkpoint = load_checkpoint(CHECKPOINTS / name)
-    dataset = checkpoint.config["dataset"]
-    shape = (dataset["dim"],) if dataset["kind"] == "points" else (1, dataset["image_size"], dataset["image_size"])
     generator = torch.Generator().manual_seed(0)
-    x_T = draw_noise((n, *shape), generator, "cpu", torch.float32)
+    x_T = draw_noise((n, *checkpoint.sample_shape), generator, "cpu", torch.float32)
     sampler = make_sampler("ddim", checkpoint.schedule, objective=checkpoint.objective, clip_x0=True)
     with torch.no_grad():
         return sample(checkpoint.sampling_model, sampler, x_T, steps, y=labels, guidance_scale=guidance)
