@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         "classifier's features to as many held-out mnist5k digits (fd), the same for real digits against real "
         "digits at that n (fd_real_floor), the share of confidently classified samples, the entropy of the "
         "predicted classes and the sampling time. For a 2D toy model: the sliced Wasserstein distance to the toy "
-        "set's held-out points (sliced_wasserstein) and its real-vs-real floor (sw_real_floor).",
+        "set's held-out points (sliced_wasserstein) and the mean distance from each sample to its nearest held-out "
+        "point (nn_distance), each with its real-vs-real floor (sw_real_floor, nn_real_floor).",
     )
     add_sampling_arguments(evaluate, n_default=1000)
     return parser

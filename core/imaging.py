@@ -66,22 +66,48 @@ POINT_COLOURS = (
 )
 
 
-def points_to_image(points: Tensor, labels: Tensor | None = None, size: int = 512, extent: float = 1.25) -> Image.Image:
-    """A scatter plot of 2D points [N, 2] on a white square covering [-extent, extent]^2 (y up), with grey axes;
-    points are coloured by label when labels are given. Points outside the square are left out."""
+BACKGROUND_COLOUR = (200, 200, 200)
+
+
+def _to_pixels(points: Tensor, size: int, extent: float) -> np.ndarray:
     xy = points.detach().float().cpu().numpy()
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"expected points [N, 2], got shape {tuple(xy.shape)}")
+    middle = (size - 1) / 2
+    pixels = np.empty_like(xy)
+    pixels[:, 0] = (xy[:, 0] / extent + 1) * middle
+    pixels[:, 1] = (1 - xy[:, 1] / extent) * middle  # y up
+    return pixels
+
+
+def _inside(pixels: np.ndarray, size: int) -> np.ndarray:
+    return np.isfinite(pixels).all(1) & (pixels >= 0).all(1) & (pixels <= size - 1).all(1)
+
+
+def points_to_image(
+    points: Tensor,
+    labels: Tensor | None = None,
+    size: int = 512,
+    extent: float = 1.25,
+    background: Tensor | None = None,
+) -> Image.Image:
+    """A scatter plot of 2D points [N, 2] on a white square covering [-extent, extent]^2 (y up), with grey axes;
+    points are coloured by label when labels are given. Points outside the square are left out.
+    background: other points [M, 2] drawn first in light grey (e.g. the true data under samples)."""
+    pixels = _to_pixels(points, size, extent)
     image = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(image)
     middle = (size - 1) / 2
     draw.line([(0, middle), (size - 1, middle)], fill=(220, 220, 220))
     draw.line([(middle, 0), (middle, size - 1)], fill=(220, 220, 220))
-    pixels = np.empty_like(xy)
-    pixels[:, 0] = (xy[:, 0] / extent + 1) * middle
-    pixels[:, 1] = (1 - xy[:, 1] / extent) * middle  # y up
-    inside = np.isfinite(pixels).all(1) & (pixels >= 0).all(1) & (pixels <= size - 1).all(1)
-    classes = np.zeros(len(xy), dtype=np.int64) if labels is None else labels.detach().cpu().numpy().astype(np.int64)
+    if background is not None:
+        under = _to_pixels(background, size, extent)
+        for px, py in under[_inside(under, size)]:
+            draw.ellipse([px - 1, py - 1, px + 1, py + 1], fill=BACKGROUND_COLOUR)
+    inside = _inside(pixels, size)
+    classes = (
+        np.zeros(len(pixels), dtype=np.int64) if labels is None else labels.detach().cpu().numpy().astype(np.int64)
+    )
     for (px, py), label in zip(pixels[inside], classes[inside], strict=True):
         draw.ellipse([px - 1.5, py - 1.5, px + 1.5, py + 1.5], fill=POINT_COLOURS[label % len(POINT_COLOURS)])
     return image

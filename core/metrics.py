@@ -506,10 +506,23 @@ def sliced_wasserstein(
     return float(((proj_a - proj_b) ** 2).mean().sqrt())
 
 
+def nearest_neighbour_distance(samples: Tensor, reference: Tensor) -> float:
+    """Mean distance from each sample [N, D] to its nearest reference point [M, D] (float64): how far samples
+    stray from the data. Sliced W2 compares 1D projections, so it barely notices points filling the gaps of a
+    thin, wound shape (a spiral drawn as a disk); this does."""
+    a, b = torch.as_tensor(samples).double().cpu(), torch.as_tensor(reference).double().cpu()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) == 0 or len(b) == 0:
+        raise ValueError(f"need point sets [N, D] and [M, D], got {tuple(a.shape)} and {tuple(b.shape)}")
+    nearest = torch.cat([torch.cdist(chunk, b).min(1).values for chunk in a.split(4096)])
+    return float(nearest.mean())
+
+
 def evaluate_points(samples: Tensor, dataset: str, *, n_projections: int = 256, seed: int = 0) -> dict:
-    """Sliced W2 of points [N, D] from a model of the toy set `dataset` to N of its held-out ("test") points, and
-    the floor at that N: the same distance from N other real test points (drawn with seed + 1) to that reference.
-    Both use the same seeded projections. Returns {"sliced_wasserstein", "sw_real_floor", "n"}."""
+    """Distances of points [N, D] from a model of the toy set `dataset` to N of its held-out ("test") points,
+    each with its floor at that N (the same distance from N other real test points, drawn with seed + 1):
+    sliced W2 (the whole distribution; both with the same seeded projections) and the mean nearest-neighbour
+    distance (do samples lie on the data?). Returns {"sliced_wasserstein", "sw_real_floor", "nn_distance",
+    "nn_real_floor", "n"}."""
     if dataset_kind(dataset) != "points":
         raise ValueError(f"{dataset!r} is not a 2D toy dataset")
     points = torch.as_tensor(samples).detach().double().cpu()
@@ -519,5 +532,7 @@ def evaluate_points(samples: Tensor, dataset: str, *, n_projections: int = 256, 
     return {
         "sliced_wasserstein": sliced_wasserstein(points, reference, n_projections, torch.Generator().manual_seed(seed)),
         "sw_real_floor": sliced_wasserstein(other, reference, n_projections, torch.Generator().manual_seed(seed)),
+        "nn_distance": nearest_neighbour_distance(points, reference),
+        "nn_real_floor": nearest_neighbour_distance(other, reference),
         "n": n,
     }

@@ -234,8 +234,9 @@ class Trainer:
         config.validate()
         self.config = config
         self.device = pick_device(config.device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(config.num_threads or available_cores())
+        threads = config.num_threads or available_cores()
+        if self.device.type == "cpu" and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)  # (only when needed: it also resets the count new threads start with)
         self.data = dataset or load_training_data(config)
         if config.class_conditional and self.data.labels is None:
             raise ValueError(f"dataset {self.data.name!r} has no labels; it cannot train a class-conditional model")

@@ -1,7 +1,9 @@
 """`build_app()`: assembles the explorer's tabs into one Gradio Blocks app; `LAUNCH_OPTIONS` are its server limits.
 
-Tabs, in lesson order: Schedules, Forward process, Time embedding, U-Net. Each lives in explorer/tabs/ with its
-layout and callbacks; this file only arranges them and sets the queue.
+Tabs, in lesson order: Schedules, Forward process, Time embedding, U-Net, Train, Sample. Each lives in
+explorer/tabs/ with its layout and callbacks; this file only arranges them, gives Train and Sample the app's one
+`SessionRegistry` (every user's runs, models and files; explorer/sessions.py), frees a user's session when they
+leave, and sets the queue.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import socket
 import gradio as gr
 
 from core import __version__
-from explorer.tabs import embedding, forward, schedules, unet
+from explorer.sessions import SessionRegistry, single_thread_elsewhere
+from explorer.tabs import embedding, forward, sample, schedules, train, unet
+from explorer.widgets import session_key
 
 TITLE = "DDPM Explorer"
 HEADER = f"""# {TITLE}
 See every part of a denoising diffusion model move: how a schedule drowns a picture in noise, how the model is told
-the time, and the U-Net that learns to undo it. Every control has a one-line explanation under it.
+the time, the U-Net that learns to undo it, a model trained live before your eyes, and sampling step by step.
+Every control has a one-line explanation under it.
 <span style="color:#888">core {__version__}</span>
 """
 QUEUE_MAX_SIZE = 64  # waiting requests beyond this are told the app is busy
 CONCURRENCY_LIMIT = 2  # callbacks of one kind that run at once (2 cores)
+DELETE_CACHE = (1800, 3600)  # every 30 min, delete Gradio's cached files older than an hour
 LAUNCH_OPTIONS: dict = {
     "max_file_size": "20mb",  # uploads over this are refused by Gradio before any of our code runs
     "show_error": True,  # gr.Error messages reach the user
@@ -32,9 +38,12 @@ CSS = """
 """
 
 
-def build_app() -> gr.Blocks:
-    """The whole app as a Blocks object (launched by app.py with LAUNCH_OPTIONS, mounted by tests)."""
-    with gr.Blocks(title=TITLE) as demo:
+def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
+    """The whole app as a Blocks object (launched by app.py with LAUNCH_OPTIONS, mounted by tests). `registry`
+    holds the users' sessions (a fresh one by default)."""
+    registry = registry if registry is not None else SessionRegistry()
+    single_thread_elsewhere()  # only the registry's compute worker computes with every core
+    with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(HEADER)
         with gr.Tab("Schedules"):
             schedules.build_tab()
@@ -44,6 +53,19 @@ def build_app() -> gr.Blocks:
             embedding.build_tab()
         with gr.Tab("U-Net"):
             unet.build_tab()
+        with gr.Tab("Train"):
+            train_tab = train.build_tab(registry)
+        with gr.Tab("Sample") as sample_page:
+            sample_tab = sample.build_tab(registry)
+        # a model trained (or stopped) in the Train tab appears in the Sample tab's menu
+        train_tab.start_event.then(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False)
+        sample_page.select(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False)
+
+        def leave(request: gr.Request) -> None:
+            registry.close(session_key(request))
+
+        demo.unload(leave)
+    demo.registry = registry
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     return demo
 

@@ -249,3 +249,119 @@ def similarity_heatmap(similarity, timesteps) -> go.Figure:
     )
     fig.update_yaxes(scaleanchor="x")
     return fig
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+
+TRAINING_HEIGHT = 340
+
+
+def loss_figure(steps, losses, smoothed) -> go.Figure:
+    """The training loss per step (thin, faint) and its running average (thick), on a log axis."""
+    fig = go.Figure()
+    fig.add_trace(_line(steps, losses, "loss per step", {"color": PALETTE[5], "width": 1}, "%{y:.4g}"))
+    fig.add_trace(_line(steps, smoothed, "smoothed", {"color": PALETTE[0], "width": 3}, "%{y:.4g}"))
+    fig = styled(fig, "Training loss (lower is better)", "optimizer step", "loss", height=TRAINING_HEIGHT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def bucket_loss_figure(bucket_losses, num_timesteps: int) -> go.Figure:
+    """The recent loss in each tenth of the timesteps: which noise levels are hard to undo."""
+    count = len(bucket_losses)
+    width = num_timesteps / count
+    labels = [f"{round(i * width)}-{round((i + 1) * width) - 1}" for i in range(count)]
+    values = [np.nan if v is None else v for v in bucket_losses]
+    fig = go.Figure(
+        go.Bar(x=labels, y=values, marker_color=PALETTE[1], hovertemplate="t %{x}: %{y:.4g}<extra></extra>")
+    )
+    fig = styled(fig, "Loss by timestep (which t are hard)", "timesteps t", "recent loss", height=TRAINING_HEIGHT)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def lr_figure(steps, lrs) -> go.Figure:
+    """The learning rate per step: warm-up, then cosine decay."""
+    fig = go.Figure(_line(steps, lrs, "learning rate", {"color": PALETTE[2], "width": 3}, "%{y:.3g}"))
+    return styled(fig, "Learning rate", "optimizer step", "lr", height=TRAINING_HEIGHT)
+
+
+# ---- sampling ----------------------------------------------------------------------------------------------------
+
+
+def visited_timesteps_figure(schedule, visited, current: int | None = None) -> go.Figure:
+    """alpha-bar_t with a dot at every timestep the sampler visited (and a large one at the step on show)."""
+    visited = np.asarray(visited, dtype=np.int64)
+    alpha_bar = schedule.alphas_cumprod.numpy()
+    fig = go.Figure(_line(_timesteps(schedule), alpha_bar, "alpha-bar_t", {"color": "#999", "width": 2}, "%{y:.4g}"))
+    fig.add_trace(
+        go.Scatter(
+            x=visited,
+            y=alpha_bar[visited],
+            mode="markers",
+            name=f"visited ({len(visited)} steps)",
+            marker={"color": PALETTE[0], "size": 7},
+            hovertemplate="t = %{x}: alpha-bar %{y:.4g}<extra></extra>",
+        )
+    )
+    if current is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[current],
+                y=[alpha_bar[current]],
+                mode="markers",
+                name=f"on show: t = {current}",
+                marker={"color": PALETTE[3], "size": 16, "symbol": "diamond"},
+                hovertemplate="t = %{x}<extra>on show</extra>",
+            )
+        )
+    fig = styled(fig, "Where the sampler stepped on the alpha-bar curve", "timestep t", "alpha-bar_t", height=380)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def paths_figure(paths, reference=None, max_paths: int = 64) -> go.Figure:
+    """2D samples as paths through the plane from x_T (hollow circle) to the sample (dot), over the true data."""
+    paths = np.asarray(paths, dtype=np.float64)[:max_paths]  # (points, states, 2)
+    fig = go.Figure()
+    if reference is not None:
+        ref = np.asarray(reference, dtype=np.float64)
+        fig.add_trace(
+            go.Scattergl(
+                x=ref[:, 0],
+                y=ref[:, 1],
+                mode="markers",
+                name="true data",
+                marker={"color": "#ccc", "size": 4},
+                hoverinfo="skip",
+            )
+        )
+    xs = np.concatenate([np.append(p[:, 0], np.nan) for p in paths]) if len(paths) else []
+    ys = np.concatenate([np.append(p[:, 1], np.nan) for p in paths]) if len(paths) else []
+    fig.add_trace(
+        go.Scatter(x=xs, y=ys, mode="lines", name="paths", line={"color": PALETTE[0], "width": 1}, hoverinfo="skip")
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=paths[:, 0, 0],
+            y=paths[:, 0, 1],
+            mode="markers",
+            name="start x_T",
+            marker={"color": "white", "size": 7, "line": {"color": PALETTE[0], "width": 1.5}},
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=paths[:, -1, 0],
+            y=paths[:, -1, 1],
+            mode="markers",
+            name="sample",
+            marker={"color": PALETTE[3], "size": 7},
+            hoverinfo="skip",
+        )
+    )
+    fig = styled(fig, f"Paths of {len(paths)} samples from noise to data", "x", "y", height=520)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(hovermode="closest")
+    return fig

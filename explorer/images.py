@@ -13,6 +13,10 @@ slider in the app stays fast. JPEGs are decoded directly at a reduced scale (`Im
 
 `image_to_tensor` / `tensor_to_image` convert between these images and the model's [-1, 1] float tensors
 (reusing `core.imaging`). `example_images()` lists the bundled example photos (see assets/README.md).
+
+For the Train and Sample tabs: `grid_picture` tiles a batch into one crisp (nearest-neighbour upscaled) picture,
+`noise_picture` shows predicted noise (+-3 standard deviations -> black..white), `points_picture` draws 2D samples
+over the true data, `side_by_side` joins pictures under a caption, and `write_gif` saves an animation.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from core import image_files
 from core.image_files import ALLOWED_FORMATS, ImageInputError, ImageSource, normalize_mode
-from core.imaging import to_pil, to_uint8
+from core.imaging import make_grid, points_to_image, to_pil, to_uint8
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -33,10 +37,16 @@ __all__ = [
     "MAX_PIXELS",
     "ImageInputError",
     "example_images",
+    "grid_picture",
     "image_to_tensor",
     "load_image",
+    "noise_picture",
     "normalize_mode",
+    "points_picture",
+    "side_by_side",
     "tensor_to_image",
+    "tile",
+    "write_gif",
 ]
 
 # The app's pixel limit (by default the core's: 50 megapixels, a 48/50 MP phone photo still loads).
@@ -89,3 +99,79 @@ def example_images() -> dict[str, Path]:
         return {}
     files = sorted(p for p in EXAMPLES_DIR.iterdir() if p.is_file() and p.suffix.lower() in EXAMPLE_SUFFIXES)
     return {p.stem: p for p in files}
+
+
+DISPLAY_SIDE = 448  # grids are enlarged (nearest neighbour, whole factors) to about this many pixels
+NOISE_SIGMAS = 3.0  # noise pictures map -3..+3 standard deviations to black..white
+POINTS_SIDE = 448
+POINTS_EXTENT = 1.6  # 2D pictures cover [-1.6, 1.6]^2 (the toy sets lie within about +-1.2; x_T spreads wider)
+
+
+def enlarge(picture: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """Repeat pixels by the largest whole factor that keeps the long side <= `side` (at least 1), so small
+    digits stay sharp when the browser shows them large."""
+    factor = max(1, side // max(picture.shape[:2]))
+    return picture.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def tile(images: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """uint8 images [B, H, W, C] -> one near-square grid, uint8 [H', W'] (gray) or [H', W', 3], enlarged."""
+    grid = make_grid(images, padding=1, pad_value=128)
+    grid = grid[..., 0] if grid.shape[-1] == 1 else grid
+    return enlarge(grid, side)
+
+
+def grid_picture(images: torch.Tensor, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """A batch [B, C, H, W] in [-1, 1] -> one near-square grid picture (see `tile`)."""
+    return tile(to_uint8(images), side)
+
+
+def noise_picture(noise: torch.Tensor, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """Predicted noise [B, C, H, W] (about N(0, 1)) as a grid: -3 sigma black, 0 mid-grey, +3 sigma white."""
+    return grid_picture(noise / NOISE_SIGMAS, side)
+
+
+def points_picture(
+    points: torch.Tensor, background: torch.Tensor | None = None, labels: torch.Tensor | None = None
+) -> np.ndarray:
+    """2D points [N, 2] as a scatter picture (uint8 RGB), over `background` points (the true data) in grey."""
+    image = points_to_image(points, labels, size=POINTS_SIDE, extent=POINTS_EXTENT, background=background)
+    return np.asarray(image)
+
+
+def _rgb(picture: np.ndarray) -> np.ndarray:
+    return np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
+
+
+CAPTION_HEIGHT = 22
+
+
+def side_by_side(pictures: list[np.ndarray], caption: str = "", gap: int = 8) -> np.ndarray:
+    """Pictures (gray or RGB uint8) next to each other on white, tops aligned, with a caption line above."""
+    pictures = [_rgb(p) for p in pictures]
+    height = max(p.shape[0] for p in pictures)
+    width = sum(p.shape[1] for p in pictures) + gap * (len(pictures) - 1)
+    top = CAPTION_HEIGHT if caption else 0
+    canvas = np.full((height + top, width, 3), 255, dtype=np.uint8)
+    left = 0
+    for picture in pictures:
+        canvas[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
+        left += picture.shape[1] + gap
+    if caption:
+        image = Image.fromarray(canvas)
+        ImageDraw.Draw(image).text((4, 4), caption, fill=(0, 0, 0))
+        canvas = np.asarray(image)
+    return canvas
+
+
+def write_gif(frames: list[np.ndarray], path: str | Path, frame_ms: int = 80, hold_last_ms: int = 1500) -> Path:
+    """Save uint8 frames (all the same size) as a looping GIF, one frame each, the last held longer."""
+    if not frames:
+        raise ValueError("a GIF needs at least one frame")
+    path = Path(path)
+    images = [Image.fromarray(_rgb(frame)).convert("P", palette=Image.Palette.ADAPTIVE, colors=255) for frame in frames]
+    durations = [frame_ms] * (len(images) - 1) + [hold_last_ms]
+    images[0].save(
+        path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False, disposal=1
+    )
+    return path

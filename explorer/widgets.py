@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gradio as gr
 
 # `$...$` inline and `$$...$$` display maths
@@ -26,3 +28,23 @@ def whole_number(label: str, value: object, low: int, high: int) -> int:
     if not number.is_integer() or not low <= number <= high:
         raise gr.Error(message)
     return int(number)
+
+
+def bounded_number(label: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    """value as a finite float in [low, high] ((low, high] with low_open), or a gr.Error naming the control."""
+    bracket = "(" if low_open else "["
+    message = f"{label} must be a number in {bracket}{low:g}, {high:g}], got {value!r}"
+    if value is None or isinstance(value, bool):
+        raise gr.Error(message)
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise gr.Error(message) from None
+    if not math.isfinite(number) or number > high or number < low or (low_open and number == low):
+        raise gr.Error(message)
+    return number
+
+
+def session_key(request: gr.Request | None) -> str | None:
+    """The caller's Gradio session hash (one per browser tab or gradio_client Client); None outside a request."""
+    return getattr(request, "session_hash", None) if request is not None else None

@@ -28,6 +28,7 @@ from core.metrics import (
     gaussian_frechet_distance,
     load_classifier,
     load_reference_classifier,
+    nearest_neighbour_distance,
     real_floor,
     sliced_wasserstein,
     train_classifier,
@@ -211,12 +212,27 @@ def test_sliced_wasserstein_is_near_0_for_one_distribution_and_grows_with_a_shif
 def test_evaluate_points_compares_with_held_out_toy_points():
     train = load_dataset("moons", split="train", n=1000).tensor
     good = evaluate_points(train, "moons")
-    assert set(good) == {"sliced_wasserstein", "sw_real_floor", "n"} and good["n"] == 1000
+    assert set(good) == {"sliced_wasserstein", "sw_real_floor", "nn_distance", "nn_real_floor", "n"}
+    assert good["n"] == 1000 and good["nn_distance"] < 1.5 * good["nn_real_floor"]
     assert good["sliced_wasserstein"] < 3 * good["sw_real_floor"] < 0.15
     assert evaluate_points(train + torch.tensor([0.5, 0.0]), "moons")["sliced_wasserstein"] > 0.3
     assert evaluate_points(train, "moons") == good  # seeded
     with pytest.raises(ValueError, match="not a 2D toy dataset"):
         evaluate_points(train, "mnist5k")
+
+
+def test_nearest_neighbour_distance_sees_a_spiral_filled_in():
+    """Points with the spiral's own radii but random angles (a disk): sliced W2 hardly tells them from the spiral,
+    the nearest-neighbour distance does."""
+    spiral = load_dataset("spiral", split="train", n=2000).tensor.double()
+    generator = torch.Generator().manual_seed(3)
+    radius = spiral.norm(dim=1)[torch.randperm(2000, generator=generator)]
+    angle = 2 * math.pi * torch.rand(2000, generator=generator, dtype=torch.float64)
+    disk = radius[:, None] * torch.stack([angle.cos(), angle.sin()], 1)
+    real, filled = evaluate_points(spiral, "spiral"), evaluate_points(disk, "spiral")
+    assert filled["nn_distance"] > 4 * real["nn_distance"]
+    assert filled["sliced_wasserstein"] < 3 * real["sliced_wasserstein"]  # the blind spot the second metric covers
+    assert nearest_neighbour_distance(spiral, spiral) == 0.0
 
 
 # ------------------------------------------------------------------------------------------ the command line

@@ -1,0 +1,300 @@
+"""Per-user state for training and sampling runs, and the limits that keep one shared server usable.
+
+Every browser tab (Gradio's session hash; each gradio_client Client has its own) gets a `UserSession`: its own
+models, its last sampling trajectory, its own temporary folder, and at most one heavy job (a training or sampling
+run) at a time. Nothing user-specific lives in module globals except the one `SessionRegistry` that hands these
+out, so two users never see each other's models or files.
+
+Heavy jobs are limited for the whole server in two ways:
+
+* admission: at most `max_jobs` runs are active; later ones wait in a first-come queue and are told
+  "busy, position N" until their turn (`JobTicket`);
+* compute: every step of every active run (a training step, a preview, a sampling step) runs on one dedicated
+  thread, `ComputeWorker`, in the order the steps were asked for, so the active runs take turns step by step.
+  Two reasons. On a 2-core CPU two runs computing at once are not twice as slow but up to a hundred times (each
+  one's OpenMP threads spin-wait for cores the other holds). And PyTorch's OpenMP pool belongs to the thread that
+  calls it: Gradio advances a generator on whichever of its worker threads is free, every such thread brought its
+  own pool, and with more pool threads than cores libgomp stops spinning between parallel regions, which cost the
+  live training 40% of its speed (721 vs 1,150 images/s). So the worker alone computes with every core and the
+  app's other threads with one (`single_thread_elsewhere`): 967 images/s through the server. A step is short (a
+  training step of "tiny" is ~50 ms on 2 cores), so Stop and page updates stay prompt.
+
+A session is closed (its run asked to stop, its models dropped, its folder deleted) when the user leaves the page
+(`demo.unload`) or after `idle_timeout` seconds without a request (checked whenever any request arrives).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from core.training import available_cores
+
+LOCAL_SESSION = "local"  # the key of calls made without a Gradio request (tests, scripts)
+DEFAULT_IDLE_TIMEOUT = 3600.0  # seconds without any request before a session is closed
+MAX_JOBS_ENV = "DDPM_EXPLORER_MAX_JOBS"
+# Gradio runs up to this many training and sampling callbacks at once (one concurrency group); inside them the
+# registry's own queue decides which may compute, and tells the others their place
+HEAVY_GROUP = "heavy"
+HEAVY_CONCURRENCY = 16
+
+
+def default_max_jobs() -> int:
+    """Active heavy runs at once: $DDPM_EXPLORER_MAX_JOBS, else 2 (they share the cores step by step anyway;
+    more only makes each slower)."""
+    value = os.environ.get(MAX_JOBS_ENV, "2")
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{MAX_JOBS_ENV} must be a whole number >= 1, got {value!r}") from None
+    if count < 1:
+        raise ValueError(f"{MAX_JOBS_ENV} must be a whole number >= 1, got {value!r}")
+    return count
+
+
+class JobRefused(RuntimeError):
+    """A heavy job that cannot start now; the message says why and what to do."""
+
+
+T = TypeVar("T")
+
+
+class ComputeWorker:
+    """One thread that runs every heavy step, first come first served: `worker(fn)` runs fn() there and returns
+    its result (or raises its exception) in the calling thread. It computes with `threads` OpenMP threads (default:
+    one per available core); call `single_thread_elsewhere()` once it exists so that every other thread of the
+    process computes alone (see the module docstring)."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or available_cores()
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ddpm-explorer-compute", initializer=self._claim_cores
+        )  # its thread starts with the first step
+
+    def _claim_cores(self) -> None:
+        torch.set_num_threads(self.threads)
+        torch.ones(1 << 17).add_(1)  # a parallel op: this thread's OpenMP pool is made now, with `threads`
+
+    def __call__(self, fn: Callable[[], T]) -> T:
+        return self._executor.submit(fn).result()
+
+
+def single_thread_elsewhere() -> None:
+    """Make every thread but the compute worker (this one, and those started later) compute with one thread.
+    libgomp keeps an OpenMP pool per thread that ever ran a parallel region, and once the process holds more pool
+    threads than cores it stops spinning between regions: the compute worker's training then ran at 800 instead
+    of 1,200 images/s. Only the worker gets a pool this way."""
+    torch.set_num_threads(1)
+
+
+@dataclass(eq=False)
+class JobTicket:
+    """One heavy run's place: waiting in the queue (position >= 1) or active (position 0)."""
+
+    session: UserSession
+    kind: str  # "training" or "sampling"
+    stop: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.is_set()
+
+
+@dataclass(eq=False)
+class UserSession:
+    """Everything one user has: models they trained or uploaded, the last sampling trajectory, a temp folder."""
+
+    key: str
+    folder: Path
+    models: dict[str, Any] = field(default_factory=dict)  # display name -> explorer.models.ModelEntry
+    trajectory: Any = None  # the last explorer.trajectory.Trajectory
+    job: JobTicket | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    closed: bool = False
+
+    def new_path(self, prefix: str, suffix: str = "") -> Path:
+        """A fresh path in this session's folder (nothing is created)."""
+        return self.folder / f"{prefix}-{next(self.counter)}{suffix}"
+
+
+class SessionRegistry:
+    """Hands out UserSessions by key, admits heavy jobs, and closes idle sessions."""
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        max_jobs: int | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_models_per_session: int = 8,
+        compute_threads: int | None = None,
+    ) -> None:
+        self.root = Path(root) if root is not None else Path(tempfile.gettempdir()) / "ddpm-explorer-sessions"
+        self.max_jobs = max_jobs if max_jobs is not None else default_max_jobs()
+        self.idle_timeout = idle_timeout
+        self.max_models_per_session = max_models_per_session
+        self.compute = ComputeWorker(compute_threads)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._sessions: dict[str, UserSession] = {}
+        self._active: list[JobTicket] = []
+        self._waiting: list[JobTicket] = []
+
+    # ---- sessions -------------------------------------------------------------------------------------------
+
+    def session(self, key: str | None) -> UserSession:
+        """The session of `key` (a Gradio session hash; None: the local session), created on first use. Also
+        closes sessions idle for longer than idle_timeout."""
+        key = key or LOCAL_SESSION
+        now = time.monotonic()
+        self.sweep(now)
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                self.root.mkdir(parents=True, exist_ok=True)
+                folder = Path(tempfile.mkdtemp(prefix="user-", dir=self.root))
+                session = self._sessions[key] = UserSession(key, folder)
+            session.last_seen = now
+            return session
+
+    def close(self, key: str | None) -> None:
+        """The user left: stop their run, drop their models and trajectory, delete their folder."""
+        with self._lock:
+            session = self._sessions.pop(key or LOCAL_SESSION, None)
+        if session is not None:
+            self._free(session)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Close sessions without a request for idle_timeout seconds (a running job counts as activity)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            idle = [key for key, s in self._sessions.items() if s.job is None and now - s.last_seen > self.idle_timeout]
+            sessions = [self._sessions.pop(key) for key in idle]
+        for session in sessions:
+            self._free(session)
+        return idle
+
+    def _free(self, session: UserSession) -> None:
+        session.closed = True
+        if session.job is not None:
+            session.job.stop.set()
+        session.models.clear()
+        session.trajectory = None
+        shutil.rmtree(session.folder, ignore_errors=True)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._sessions
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    # ---- heavy jobs -----------------------------------------------------------------------------------------
+
+    def enter_queue(self, session: UserSession, kind: str) -> JobTicket:
+        """Queue a heavy job for this session; JobRefused if the session already has one."""
+        with self._lock:
+            if session.job is not None:
+                raise JobRefused(
+                    f"You already have a {session.job.kind} run going. Stop it (or let it finish) before "
+                    f"starting {'another' if session.job.kind == kind else 'a ' + kind + ' run'}."
+                )
+            ticket = JobTicket(session, kind)
+            session.job = ticket
+            self._waiting.append(ticket)
+            self._admit()
+            return ticket
+
+    def position(self, ticket: JobTicket) -> int:
+        """0 when the job may run; otherwise its 1-based place in the queue."""
+        with self._lock:
+            if ticket in self._active:
+                return 0
+            return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
+
+    def wait_turn(self, ticket: JobTicket, timeout: float) -> int:
+        """Wait up to `timeout` seconds for the job's turn (or a stop); returns position() afterwards."""
+        with self._changed:
+            self._changed.wait_for(lambda: ticket in self._active or ticket.stop.is_set(), timeout=timeout)
+        return self.position(ticket)
+
+    def waiting(self, ticket: JobTicket, poll: float = 1.0) -> Iterator[int]:
+        """Yield the job's queue position (>= 1) about every `poll` seconds until it may run or is stopped."""
+        position = self.position(ticket)
+        while position > 0 and not ticket.stop_requested:
+            yield position
+            position = self.wait_turn(ticket, poll)
+
+    def leave(self, ticket: JobTicket) -> None:
+        """The job ended (finished, stopped or failed): free its place and let the next one in."""
+        with self._lock:
+            if ticket in self._active:
+                self._active.remove(ticket)
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+            if ticket.session.job is ticket:
+                ticket.session.job = None
+            self._admit()
+
+    def _admit(self) -> None:  # with self._lock held
+        while self._waiting and len(self._active) < self.max_jobs:
+            self._active.append(self._waiting.pop(0))
+        self._changed.notify_all()
+
+    @contextmanager
+    def job(self, session: UserSession, kind: str) -> Iterator[JobTicket]:
+        """`with registry.job(session, "training") as ticket:` holds a place until the block ends."""
+        ticket = self.enter_queue(session, kind)
+        try:
+            yield ticket
+        finally:
+            self.leave(ticket)
+
+    def request_stop(self, session: UserSession, kind: str | None = None) -> bool:
+        """Ask the session's running job (of `kind`, if given) to stop at its next step; True if there was one."""
+        job = session.job
+        if job is None or (kind is not None and job.kind != kind):
+            return False
+        job.stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        return True
+
+    def add_model(self, session: UserSession, name: str, entry: Any) -> str:
+        """Register a model for this session only, under a unique display name; the oldest is dropped beyond
+        max_models_per_session. Returns the name used."""
+        with self._lock:
+            unique, n = name, 2
+            while unique in session.models:
+                unique, n = f"{name} ({n})", n + 1
+            session.models[unique] = entry
+            while len(session.models) > self.max_models_per_session:
+                session.models.pop(next(iter(session.models)))
+            return unique
+
+
+def busy_message(position: int, kind: str) -> str:
+    """What a queued user reads while they wait."""
+    return (
+        f"⏳ The server is busy: your {kind} run is number {position} in the queue. It starts by itself when a place "
+        "frees up; you can keep exploring the other tabs meanwhile."
+    )

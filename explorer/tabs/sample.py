@@ -1,0 +1,451 @@
+"""Sample tab: draw samples step by step from a pretrained model or your own, scrub through the reverse process,
+export it as a GIF, and compare two samplers from the same starting noise.
+
+`SampleTab` holds the callbacks (generators for the long ones, validated with gr.Error; the same from the page,
+from gradio_client and from tests). The runs are explorer.sampling_run's; what is kept for scrubbing is the
+session's explorer.trajectory.Trajectory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import gradio as gr
+import numpy as np
+
+from core.checkpoint import CheckpointError
+from core.checkpoint_archive import unpack_checkpoint
+from core.samplers import Step
+from explorer.figures import paths_figure, visited_timesteps_figure
+from explorer.images import grid_picture, noise_picture, points_picture
+from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
+from explorer.sampling_run import (
+    EACH_CLASS,
+    MAX_GUIDANCE,
+    MAX_IMAGES,
+    MAX_POINTS,
+    MAX_SEED,
+    SampleRequest,
+    check_request,
+    check_settings,
+    sample_request,
+)
+from explorer.sessions import (
+    HEAVY_CONCURRENCY,
+    HEAVY_GROUP,
+    JobRefused,
+    SessionRegistry,
+    UserSession,
+    busy_message,
+)
+from explorer.trajectory import Trajectory
+from explorer.widgets import explanation, session_key, whole_number
+
+SAMPLER_CHOICES = ("DDPM", "DDIM")
+EACH_CLASS_CHOICE = "each class in turn"
+NO_CLASS_CHOICE = "none (unconditional)"
+DEFAULT_STEPS = 50
+DEFAULT_ETA = 0.0
+DEFAULT_IMAGES = 16
+DEFAULT_POINTS = 500
+DEFAULT_GUIDANCE = 2.0
+REPLAY_LABEL = "Replay the run, step by step"
+FRAME_INTERVAL = 0.05  # at most 20 live page updates a second; the last step is always shown
+
+INTRO = r"""
+### Sample: from noise to a picture, one step at a time
+Start from pure noise $x_T$ and let the model remove a little noise at every step. Left: the current $x_t$;
+middle: the model's guess of the finished picture $\hat x_0$; right: the noise it thinks is in $x_t$. After a run,
+drag the slider to replay any step, or save the whole process as a GIF.
+"""
+
+
+def class_choices(entry: ModelEntry) -> list[str]:
+    if entry.num_classes is None:
+        return [NO_CLASS_CHOICE]
+    return [EACH_CLASS_CHOICE, *(str(c) for c in range(entry.num_classes))]
+
+
+def parse_class(entry: ModelEntry, choice: str | None) -> int | None:
+    if entry.num_classes is None or choice in (None, "", NO_CLASS_CHOICE):
+        return None
+    if choice == EACH_CLASS_CHOICE:
+        return EACH_CLASS
+    return whole_number("class", choice, 0, entry.num_classes - 1)
+
+
+def step_pictures(entry: ModelEntry, step: Step, reference) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The live pictures of one step: x_t, predicted x0, predicted noise."""
+    if entry.is_points:
+        return tuple(points_picture(x.float().cpu(), reference) for x in (step.x_t, step.pred_x0, step.pred_eps))
+    return grid_picture(step.x_t), grid_picture(step.pred_x0), noise_picture(step.pred_eps)
+
+
+def progress_html(done: int, total: int, text: str) -> str:
+    share = 100 * done / max(total, 1)
+    return (
+        f'<div class="sample-progress" data-done="{done}" data-total="{total}">'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;width:100%">'
+        f'<div style="background:#0072B2;border-radius:6px;height:14px;width:{share:.1f}%"></div></div>'
+        f"<p>{text}</p></div>"
+    )
+
+
+class SampleTab:
+    """The Sample tab's callbacks, bound to one SessionRegistry."""
+
+    def __init__(self, registry: SessionRegistry):
+        self.registry = registry
+
+    # ---- models ---------------------------------------------------------------------------------------------
+
+    def _session(self, request: gr.Request | None) -> UserSession:
+        return self.registry.session(session_key(request))
+
+    def model_names(self, session: UserSession) -> list[str]:
+        return [*pretrained_names(), *session.models]
+
+    def resolve(self, name: str, session: UserSession) -> ModelEntry:
+        entry = session.models.get(name) or pretrained(name)
+        if entry is None:
+            raise gr.Error(f"unknown model {name!r}; choose one of: {', '.join(self.model_names(session))}")
+        return entry
+
+    def model_menu(self, current: str | None = None, request: gr.Request | None = None) -> gr.Dropdown:
+        """The model menu with this user's own models (keeps the current choice when it still exists)."""
+        names = self.model_names(self._session(request))
+        return gr.Dropdown(choices=names, value=current if current in names else DEFAULT_MODEL)
+
+    def describe_model(self, name: str, request: gr.Request | None = None) -> tuple:
+        """When the model changes: its description, the class menu, the sample-count range, the paths plot."""
+        entry = self.resolve(name, self._session(request))
+        classes = class_choices(entry)
+        count = (
+            gr.Slider(1, MAX_POINTS, value=DEFAULT_POINTS, step=1, label="Number of points")
+            if entry.is_points
+            else gr.Slider(1, MAX_IMAGES, value=DEFAULT_IMAGES, step=1, label="Number of images")
+        )
+        return (
+            entry.describe(),
+            gr.Dropdown(choices=classes, value=classes[0], interactive=entry.num_classes is not None),
+            gr.Slider(interactive=entry.num_classes is not None),
+            count,
+            gr.Plot(visible=entry.is_points),
+        )
+
+    def upload_model(self, path: str | None, request: gr.Request | None = None) -> tuple:
+        """Add a checkpoint zip made by this project to this user's menu (refused with a message otherwise)."""
+        if not path:
+            raise gr.Error("Choose a checkpoint .zip first (the Train tab's download).")
+        session = self._session(request)
+        folder = session.new_path("upload")
+        try:
+            unpack_checkpoint(path, folder)
+            name = f"uploaded: {path.rsplit('/', 1)[-1].removesuffix('.zip')}"
+            entry = load_entry(name, folder)
+        except CheckpointError as error:
+            raise gr.Error(f"This checkpoint was refused: {error}") from None
+        name = self.registry.add_model(session, name, entry)
+        return gr.Dropdown(choices=self.model_names(session), value=name), f"Added **{name}** to the menu."
+
+    # ---- sampling -------------------------------------------------------------------------------------------
+
+    def _request(self, session: UserSession, model: str, sampler, steps, eta, seed, count, class_choice, guidance):
+        entry = self.resolve(model, session)
+        try:
+            request = check_request(entry, sampler, steps, eta, seed, count, parse_class(entry, class_choice), guidance)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        return entry, request
+
+    def _queued(self, session: UserSession, kind: str):
+        try:
+            return self.registry.enter_queue(session, kind)
+        except JobRefused as error:
+            raise gr.Error(str(error)) from None
+
+    def sample(
+        self,
+        model: str,
+        sampler: str,
+        steps: float,
+        eta: float,
+        seed: float,
+        count: float,
+        class_choice: str | None,
+        guidance: float,
+        request: gr.Request | None = None,
+    ) -> Iterator[tuple]:
+        """Callback of Sample: yields (progress, x_t, predicted x0, predicted noise, replay slider, step caption,
+        alpha-bar plot, paths plot) live at every step (at most 20 a second), then the finished run, ready to scrub."""
+        session = self._session(request)
+        entry, checked = self._request(session, model, sampler, steps, eta, seed, count, class_choice, guidance)
+        keep = (gr.update(),) * 7
+        ticket = self._queued(session, "sampling")
+        try:
+            for position in self.registry.waiting(ticket):
+                yield (progress_html(0, checked.settings.steps, busy_message(position, "sampling")), *keep)
+            trajectory = None
+            shown = 0.0
+            for step, trajectory in sample_request(  # noqa: B007 (the last trajectory is used below)
+                entry, checked, compute=self.registry.compute, stop=lambda: ticket.stop_requested or session.closed
+            ):
+                last = step.index + 1 == checked.settings.steps
+                if not last and time.perf_counter() - shown < FRAME_INTERVAL:
+                    continue
+                shown = time.perf_counter()
+                text = f"{checked.settings.title}: step {step.index + 1} of {checked.settings.steps}, t = {step.t}"
+                yield (
+                    progress_html(step.index + 1, checked.settings.steps, text),
+                    *step_pictures(entry, step, entry.reference_points),
+                    gr.update(),
+                    text,
+                    gr.update(),
+                    gr.update(),
+                )
+        finally:
+            self.registry.leave(ticket)
+        if trajectory is None or len(trajectory) == 0:
+            yield (progress_html(0, checked.settings.steps, "Stopped before the first step."), *keep)
+            return
+        session.trajectory = trajectory
+        yield self._finished(trajectory, entry, checked)
+
+    def _finished(self, trajectory: Trajectory, entry: ModelEntry, checked: SampleRequest) -> tuple:
+        done = len(trajectory.timesteps)
+        last = len(trajectory) - 1
+        per_step = 1000 * trajectory.seconds / max(done, 1)
+        stopped = "" if trajectory.complete else " (stopped early)"
+        text = (
+            f"{trajectory.title}: {done} of {trajectory.num_steps} steps in {trajectory.seconds:.2f} s "
+            f"({per_step:.1f} ms per network call){stopped}. Drag the slider to replay any step."
+        )
+        return (
+            progress_html(done, trajectory.num_steps, text),
+            *trajectory.pictures(last),
+            gr.Slider(0, max(last, 1), value=last, step=1, interactive=last > 0, label=REPLAY_LABEL),
+            trajectory.caption(last),
+            visited_timesteps_figure(trajectory.schedule, trajectory.timesteps, trajectory.t_saved[last]),
+            paths_figure(trajectory.paths(), trajectory.reference) if entry.is_points else gr.update(),
+        )
+
+    def show_step(self, index: float, request: gr.Request | None = None) -> tuple:
+        """Callback of the replay slider: the three pictures, the caption and the alpha-bar marker of saved step
+        `index` (0 = the first step)."""
+        trajectory = self._session(request).trajectory
+        if trajectory is None or len(trajectory) == 0:
+            raise gr.Error("Sample first: there is no run to replay yet.")
+        i = whole_number("step", index, 0, len(trajectory) - 1)
+        return (
+            *trajectory.pictures(i),
+            trajectory.caption(i),
+            visited_timesteps_figure(trajectory.schedule, trajectory.timesteps, trajectory.t_saved[i]),
+        )
+
+    def export_gif(self, request: gr.Request | None = None) -> str:
+        """Callback of "Make a GIF": the last run, one frame per saved step, as a file to download."""
+        session = self._session(request)
+        trajectory = session.trajectory
+        if trajectory is None or len(trajectory) == 0:
+            raise gr.Error("Sample first: there is no run to turn into a GIF yet.")
+        return str(trajectory.write_gif(session.new_path("trajectory", ".gif")))
+
+    def compare(
+        self,
+        model: str,
+        sampler: str,
+        steps: float,
+        eta: float,
+        seed: float,
+        count: float,
+        class_choice: str | None,
+        guidance: float,
+        sampler_b: str,
+        steps_b: float,
+        eta_b: float,
+        request: gr.Request | None = None,
+    ) -> Iterator[tuple]:
+        """Callback of Compare: runs the main settings (A) and the second ones (B) from the same x_T and yields
+        (progress, A's picture, B's picture, caption)."""
+        session = self._session(request)
+        entry, checked = self._request(session, model, sampler, steps, eta, seed, count, class_choice, guidance)
+        try:
+            settings_b = check_settings(entry, sampler_b, steps_b, eta_b)
+        except ValueError as error:
+            raise gr.Error(f"second sampler: {error}") from None
+        ticket = self._queued(session, "sampling")
+        results: list[Trajectory] = []
+        try:
+            for position in self.registry.waiting(ticket):
+                yield progress_html(0, 1, busy_message(position, "sampling")), gr.update(), gr.update(), gr.update()
+            total = checked.settings.steps + settings_b.steps
+            for side, settings in enumerate((checked.settings, settings_b)):
+                shown = 0.0
+                trajectory = None
+                for step, trajectory in sample_request(  # noqa: B007 (the last trajectory is used below)
+                    entry, checked, settings, compute=self.registry.compute, stop=lambda: ticket.stop_requested
+                ):
+                    if time.perf_counter() - shown < FRAME_INTERVAL * 4:
+                        continue
+                    shown = time.perf_counter()
+                    done = step.index + 1 + side * checked.settings.steps
+                    pictures = step_pictures(entry, step, entry.reference_points)
+                    outputs = (pictures[0], gr.update()) if side == 0 else (gr.update(), pictures[0])
+                    yield progress_html(done, total, f"{settings.title}: step {step.index + 1}"), *outputs, gr.update()
+                if trajectory is None or not trajectory.complete:
+                    yield progress_html(0, total, "Stopped."), gr.update(), gr.update(), gr.update()
+                    return
+                results.append(trajectory)
+        finally:
+            self.registry.leave(ticket)
+        a, b = results
+        caption = (
+            f"Same x_T (seed {checked.seed}). **A: {a.title}**: {a.seconds:.2f} s. **B: {b.title}**: {b.seconds:.2f} s "
+            f"({b.seconds / max(a.seconds, 1e-9):.2f}x A's time)."
+        )
+        yield progress_html(total, total, "Done."), a.pictures(len(a) - 1)[0], b.pictures(len(b) - 1)[0], caption
+
+    def stop(self, request: gr.Request | None = None) -> str:
+        session = self._session(request)
+        if self.registry.request_stop(session, "sampling"):
+            return progress_html(0, 1, "Stopping after the current step…")
+        return progress_html(0, 1, "Nothing to stop: no sampling run is going.")
+
+
+def build_tab(registry: SessionRegistry) -> SampleTab:
+    """Layout and wiring of the Sample tab. Returns the callbacks object (its `model` dropdown is refreshed by the
+    app when the Train tab adds a model)."""
+    tab = SampleTab(registry)
+    explanation(INTRO)
+    default = pretrained(DEFAULT_MODEL)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            model = gr.Dropdown(
+                pretrained_names(),
+                value=DEFAULT_MODEL,
+                label="Model",
+                allow_custom_value=True,
+                info="A pretrained model, or one you trained (Train tab) or uploaded (below).",
+                elem_id="sample-model",
+            )
+            about = gr.Markdown(default.describe() if default else "")
+            sampler = gr.Radio(
+                list(SAMPLER_CHOICES),
+                value="DDIM",
+                label="Sampler",
+                info="DDPM: the original, one small noisy step per t. DDIM: big jumps, few steps.",
+            )
+            steps = gr.Slider(
+                1,
+                1000,
+                value=DEFAULT_STEPS,
+                step=1,
+                label="Steps",
+                info="Network calls. DDPM needs ~1000 to look good; DDIM does well with 20-50.",
+            )
+            eta = gr.Slider(
+                0,
+                1,
+                value=DEFAULT_ETA,
+                step=0.05,
+                label="eta (DDIM)",
+                info="0: no fresh noise (the same x_T always gives the same picture); 1: as noisy as DDPM.",
+            )
+            with gr.Row():
+                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, info="Picks x_T.")
+                count = gr.Slider(1, MAX_IMAGES, value=DEFAULT_IMAGES, step=1, label="Number of images")
+            with gr.Row():
+                class_menu = gr.Dropdown(
+                    [NO_CLASS_CHOICE],
+                    value=NO_CLASS_CHOICE,
+                    label="Class",
+                    info="For class-conditional models: which digit to draw.",
+                    interactive=False,
+                )
+                guidance = gr.Slider(
+                    0,
+                    MAX_GUIDANCE,
+                    value=DEFAULT_GUIDANCE,
+                    step=0.5,
+                    label="Guidance scale",
+                    interactive=False,
+                    info="1: plain; >1 pushes harder toward the class (clearer, less varied).",
+                )
+            with gr.Row():
+                run = gr.Button("Sample", variant="primary", elem_id="sample-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="sample-stop")
+            with gr.Accordion("Use a checkpoint you downloaded earlier", open=False):
+                upload = gr.File(label="Checkpoint .zip from the Train tab", file_types=[".zip"], type="filepath")
+                upload_note = gr.Markdown()
+        with gr.Column(scale=2):
+            progress = gr.HTML(progress_html(0, 1, "Press **Sample**."), elem_id="sample-progress")
+            with gr.Row():
+                x_t = gr.Image(label="x_t: the current noisy state", interactive=False, height=340, elem_id="sample-xt")
+                x0 = gr.Image(label="predicted x0: the model's guess of the end", interactive=False, height=340)
+                eps = gr.Image(label="predicted noise (±3σ)", interactive=False, height=340)
+            scrub = gr.Slider(
+                0,
+                1,
+                value=0,
+                step=1,
+                label=REPLAY_LABEL,
+                interactive=False,
+                elem_id="sample-scrub",
+                info="After a run: drag to see any step again (left = pure noise, right = the finished sample).",
+            )
+            step_caption = gr.Markdown(elem_id="sample-step-caption")
+            visited = gr.Plot(label="The timesteps the sampler visited, on the alpha-bar curve")
+            paths = gr.Plot(label="2D models: each sample's path from noise to the data", visible=False)
+            with gr.Row():
+                gif_button = gr.Button("Make a GIF of this run", elem_id="sample-gif")
+                gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False)
+    with gr.Accordion("Compare two samplers from the same starting noise", open=False):
+        explanation(
+            "Runs the settings above (**A**) and the ones here (**B**) from the very same $x_T$: any difference "
+            "is the sampler's. Try DDPM 1000 vs DDIM 50, DDIM 10 vs 100, or eta 0 vs 1."
+        )
+        with gr.Row():
+            sampler_b = gr.Radio(list(SAMPLER_CHOICES), value="DDPM", label="B: sampler", info="The second sampler.")
+            steps_b = gr.Slider(1, 1000, value=1000, step=1, label="B: steps", info="Its network calls.")
+            eta_b = gr.Slider(0, 1, value=1.0, step=0.05, label="B: eta (DDIM)", info="Its fresh-noise amount.")
+            compare_button = gr.Button("Compare A and B", elem_id="sample-compare")
+        compare_progress = gr.HTML()
+        with gr.Row():
+            image_a = gr.Image(label="A: final samples", interactive=False, height=340)
+            image_b = gr.Image(label="B: final samples", interactive=False, height=340)
+        compare_caption = gr.Markdown()
+
+    tab.model = model
+    request_inputs = [model, sampler, steps, eta, seed, count, class_menu, guidance]
+    model.change(tab.describe_model, model, [about, class_menu, guidance, count, paths], api_name="describe_model")
+    run.click(
+        tab.sample,
+        request_inputs,
+        [progress, x_t, x0, eps, scrub, step_caption, visited, paths],
+        api_name="sample",
+        concurrency_id=HEAVY_GROUP,
+        concurrency_limit=HEAVY_CONCURRENCY,
+        show_progress="hidden",
+    )
+    stop.click(tab.stop, None, progress, api_name="stop_sampling", concurrency_limit=None)
+    scrub.input(
+        tab.show_step,
+        scrub,
+        [x_t, x0, eps, step_caption, visited],
+        api_name="show_step",
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
+    gif_button.click(tab.export_gif, None, gif, api_name="export_gif")
+    upload.upload(tab.upload_model, upload, [model, upload_note], api_name="upload_checkpoint")
+    compare_button.click(
+        tab.compare,
+        [*request_inputs, sampler_b, steps_b, eta_b],
+        [compare_progress, image_a, image_b, compare_caption],
+        api_name="compare",
+        concurrency_id=HEAVY_GROUP,
+        concurrency_limit=HEAVY_CONCURRENCY,
+        show_progress="hidden",
+    )
+    return tab

@@ -1,0 +1,335 @@
+"""Train tab: train a small diffusion model live and watch it learn.
+
+Pick a dataset (the bundled digits by default, 2D toy sets, torchvision sets when the network allows, or your own
+pictures as a zip), a network size, schedule, objective, length, batch, learning rate, EMA, seed and class
+conditioning; press Start. While it runs the page shows the loss (raw and smoothed), the loss by timestep bucket,
+the learning rate, the device, images/s and time to go, and a preview sampled every few seconds from one fixed
+noise seed. When it ends (or Stop is pressed) the checkpoint can be downloaded as a zip, and the model appears in
+the Sample tab for this user only.
+
+`TrainTab` holds the callbacks (plain generator methods of their inputs, validated with gr.Error, the same from the
+page, from gradio_client and from tests); the run itself is explorer.training_run.train_live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from core.checkpoint_archive import pack_checkpoint
+from core.data import DatasetError, dataset_kind
+from core.diffusion import OBJECTIVES
+from core.image_files import ArchiveError, ImageInputError
+from core.schedules import SCHEDULE_NAMES
+from core.training import TrainConfig
+from explorer.figures import bucket_loss_figure, loss_figure, lr_figure
+from explorer.models import load_entry
+from explorer.sessions import (
+    HEAVY_CONCURRENCY,
+    HEAVY_GROUP,
+    JobRefused,
+    SessionRegistry,
+    UserSession,
+    busy_message,
+)
+from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
+from explorer.widgets import bounded_number, explanation, session_key, whole_number
+
+DATASETS: dict[str, str] = {  # menu label -> core.data name
+    "Digits: bundled MNIST subset (4,000 images, no download)": "mnist5k",
+    "MNIST (60,000 digits, downloads 12 MB)": "mnist",
+    "Fashion-MNIST (60,000 clothes, downloads 30 MB)": "fashion_mnist",
+    "CIFAR-10 (50,000 colour photos, downloads 170 MB)": "cifar10",
+    "My pictures (upload a .zip below)": "folder",
+    "2D: two moons": "moons",
+    "2D: swiss roll": "swiss_roll",
+    "2D: eight Gaussians": "eight_gaussians",
+    "2D: checkerboard": "checkerboard",
+    "2D: spiral": "spiral",
+}
+DEFAULT_DATASET = next(iter(DATASETS))
+PRESETS = {"tiny (fast: digits in a minute on a CPU)": "tiny", "small": "small", "seed (the blog's 64-128-256)": "seed"}
+LENGTH_UNITS = ("seconds", "steps")
+MAX_SECONDS = 1800
+MAX_STEPS = 100_000
+MAX_BATCH = 512
+MAX_SEED = 2**31 - 1
+# the live recipe for pictures (core.training.TrainConfig) and for 2D points (assets/train_checkpoints.sh)
+IMAGE_DEFAULTS = {"objective": "x0", "batch_size": 64, "lr": 2e-3}
+POINT_DEFAULTS = {"objective": "eps", "batch_size": 256, "lr": 3e-3}
+DEFAULT_CONFIG = TrainConfig()
+
+INTRO = r"""
+### Train a diffusion model, live
+Press **Start**: the network sees noisy pictures $x_t$ and learns to undo the noise. The preview on the right is
+sampled every few seconds **from the same noise**, so you watch that noise turn into digits as the model learns.
+On a plain 2-core CPU the default settings draw recognizable digits within about a minute.
+"""
+
+
+def training_config(
+    dataset_label: str,
+    upload: str | None,
+    preset_label: str,
+    schedule: str,
+    objective: str,
+    length_unit: str,
+    length: float,
+    batch_size: float,
+    lr: float,
+    ema_decay: float,
+    seed: float,
+    class_conditional: bool,
+) -> TrainConfig:
+    """The page's controls as a checked TrainConfig, or gr.Error naming the bad control."""
+    if dataset_label not in DATASETS:
+        raise gr.Error(f"unknown dataset {dataset_label!r}; choose one from the menu")
+    if preset_label not in PRESETS:
+        raise gr.Error(f"unknown model size {preset_label!r}; choose one of {', '.join(PRESETS)}")
+    if schedule not in SCHEDULE_NAMES:
+        raise gr.Error(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+    if objective not in OBJECTIVES:
+        raise gr.Error(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if length_unit not in LENGTH_UNITS:
+        raise gr.Error(f"train for must be 'seconds' or 'steps', got {length_unit!r}")
+    name = DATASETS[dataset_label]
+    if name == "folder" and not upload:
+        raise gr.Error("Upload a .zip of at least 8 pictures first (or pick another dataset).")
+    if length_unit == "seconds":
+        steps, budget = None, float(whole_number("training seconds", length, 1, MAX_SECONDS))
+    else:
+        steps, budget = whole_number("training steps", length, 1, MAX_STEPS), None
+    return TrainConfig(
+        dataset=name,
+        data_path=upload if name == "folder" else None,
+        preset=PRESETS[preset_label],
+        schedule=schedule,
+        objective=objective,
+        steps=steps,
+        time_budget=budget,
+        batch_size=whole_number("batch size", batch_size, 1, MAX_BATCH),
+        lr=bounded_number("learning rate", lr, 0.0, 0.1, low_open=True),
+        ema_decay=bounded_number("EMA decay", ema_decay, 0.0, 0.9999),
+        seed=whole_number("seed", seed, 0, MAX_SEED),
+        class_conditional=bool(class_conditional),
+    )
+
+
+def dataset_defaults(dataset_label: str) -> tuple:
+    """When the dataset changes between pictures and 2D points, switch objective, batch and lr to what works
+    for that kind (the user can still change them)."""
+    name = DATASETS.get(dataset_label, "mnist5k")
+    defaults = POINT_DEFAULTS if dataset_kind(name) == "points" else IMAGE_DEFAULTS
+    return (
+        gr.Radio(value=defaults["objective"]),
+        gr.Number(value=defaults["batch_size"]),
+        gr.Number(value=defaults["lr"]),
+        gr.File(visible=name == "folder"),
+    )
+
+
+def _training_outputs(update: LiveUpdate, status: str, download: str | None = None) -> tuple:
+    history = update.history
+    plotted = history.plotted()
+    return (
+        status,
+        update.preview,
+        loss_figure(plotted["steps"], plotted["losses"], plotted["smoothed"]),
+        bucket_loss_figure(
+            history.last.bucket_losses if history.last else [None] * update.trainer.config.num_buckets,
+            update.trainer.schedule.num_timesteps,
+        ),
+        lr_figure(plotted["steps"], plotted["lrs"]),
+        download if download is not None else gr.update(),
+    )
+
+
+def _nothing_new(status: str) -> tuple:
+    return (status, gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
+
+
+class TrainTab:
+    """The Train tab's callbacks, bound to one SessionRegistry (which holds every user's runs and models)."""
+
+    def __init__(self, registry: SessionRegistry):
+        self.registry = registry
+
+    def start(
+        self,
+        dataset_label: str,
+        upload: str | None,
+        preset_label: str,
+        schedule: str,
+        objective: str,
+        length_unit: str,
+        length: float,
+        batch_size: float,
+        lr: float,
+        ema_decay: float,
+        seed: float,
+        class_conditional: bool,
+        request: gr.Request | None = None,
+    ) -> Iterator[tuple]:
+        """Callback of Start: yields (status, preview, loss plot, bucket plot, lr plot, checkpoint file)."""
+        config = training_config(
+            dataset_label,
+            upload,
+            preset_label,
+            schedule,
+            objective,
+            length_unit,
+            length,
+            batch_size,
+            lr,
+            ema_decay,
+            seed,
+            class_conditional,
+        )
+        session = self.registry.session(session_key(request))
+        try:
+            ticket = self.registry.enter_queue(session, "training")
+        except JobRefused as error:
+            raise gr.Error(str(error)) from None
+        try:
+            for position in self.registry.waiting(ticket):
+                yield _nothing_new(busy_message(position, "training"))
+            if ticket.stop_requested:
+                yield _nothing_new("Stopped before it started.")
+                return
+            yield _nothing_new("Loading the data and building the model…")
+            try:
+                for update in train_live(
+                    config, compute=self.registry.compute, stop=lambda: ticket.stop_requested or session.closed
+                ):
+                    if not update.done:
+                        yield _training_outputs(update, status_line(update))
+                        continue
+                    download, note = self._keep(session, update)
+                    message = f"  \n{update.message}" if update.message else ""
+                    yield _training_outputs(update, status_line(update) + message + note, download)
+            except (DatasetError, ArchiveError, ImageInputError, OutOfMemory, ValueError) as error:
+                raise gr.Error(str(error)) from None
+        finally:
+            self.registry.leave(ticket)
+
+    def _keep(self, session: UserSession, update: LiveUpdate) -> tuple[str | None, str]:
+        """Save the finished model in the user's folder, zip it for download, and add it to their Sample menu."""
+        trainer = update.trainer
+        if trainer.step == 0 or session.closed:
+            return None, "  \nNo step was taken, so there is no model to keep."
+        folder = trainer.save(session.new_path("model"), with_training_state=False)
+        archive = pack_checkpoint(
+            folder, session.new_path(f"ddpm-{trainer.config.dataset}-{trainer.step}steps", ".zip")
+        )
+        name = f"my model: {trainer.config.dataset}, {trainer.config.preset}, {trainer.step:,} steps"
+        name = self.registry.add_model(session, name, load_entry(name, folder))
+        return str(archive), f"  \nSaved. Download the checkpoint below; **{name}** is now in the Sample tab's menu."
+
+    def stop(self, request: gr.Request | None = None) -> str:
+        """Callback of Stop: the run ends after its current step, and keeps what it learned."""
+        session = self.registry.session(session_key(request))
+        if self.registry.request_stop(session, "training"):
+            return "Stopping after the current step…"
+        return "Nothing to stop: no training run is going."
+
+
+def build_tab(registry: SessionRegistry) -> TrainTab:
+    """Layout and wiring of the Train tab."""
+    tab = TrainTab(registry)
+    explanation(INTRO)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            dataset = gr.Dropdown(
+                list(DATASETS),
+                value=DEFAULT_DATASET,
+                label="Dataset",
+                info="What the model learns to draw. Downloads need internet; the bundled digits do not.",
+            )
+            upload = gr.File(
+                label="Your pictures: a .zip of at least 8 (PNG, JPEG, GIF, BMP, WebP)",
+                file_types=[".zip"],
+                type="filepath",
+                visible=False,
+            )
+            preset = gr.Radio(
+                list(PRESETS),
+                value=next(iter(PRESETS)),
+                label="Model size",
+                info="Bigger networks learn more but train slower (see the U-Net tab).",
+            )
+            with gr.Row():
+                schedule = gr.Dropdown(
+                    list(SCHEDULE_NAMES),
+                    value=DEFAULT_CONFIG.schedule,
+                    label="Noise schedule",
+                    info="How fast noise grows with t (Schedules tab).",
+                )
+                objective = gr.Radio(
+                    list(OBJECTIVES),
+                    value=DEFAULT_CONFIG.objective,
+                    label="Objective",
+                    info="What the network predicts: the noise (eps), the clean picture (x0) or v.",
+                )
+            with gr.Row():
+                length_unit = gr.Radio(
+                    list(LENGTH_UNITS),
+                    value="seconds",
+                    label="Train for",
+                    info="Wall-clock seconds or optimizer steps.",
+                )
+                length = gr.Number(60, label="How long", precision=0, minimum=1, info="Seconds or steps, as chosen.")
+            with gr.Row():
+                batch_size = gr.Number(
+                    DEFAULT_CONFIG.batch_size,
+                    label="Batch size",
+                    precision=0,
+                    minimum=1,
+                    maximum=MAX_BATCH,
+                    info="Pictures per step.",
+                )
+                lr = gr.Number(DEFAULT_CONFIG.lr, label="Learning rate", minimum=0, maximum=0.1, info="Peak step size.")
+            with gr.Row():
+                ema = gr.Number(
+                    DEFAULT_CONFIG.ema_decay,
+                    label="EMA decay",
+                    minimum=0,
+                    maximum=0.9999,
+                    info="Samples use a running average of the weights: smoother.",
+                )
+                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, info="Same seed, same run.")
+            conditional = gr.Checkbox(
+                False,
+                label="Class-conditional (for guidance)",
+                info="Also tell the model which class each picture is, so you can ask for one later.",
+            )
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="train-start")
+                stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        with gr.Column(scale=2):
+            status = gr.Markdown("Press **Start training**.", elem_id="train-status")
+            with gr.Row():
+                preview = gr.Image(
+                    label="Preview: the same noise, denoised by the model so far",
+                    interactive=False,
+                    height=420,
+                    elem_id="train-preview",
+                )
+                loss_plot = gr.Plot(label="Loss: how wrong the model's guesses are", elem_id="train-loss")
+            with gr.Row():
+                bucket_plot = gr.Plot(label="Loss by timestep: very noisy (high t) and almost clean (low t)")
+                lr_plot = gr.Plot(label="Learning rate: warm-up, then a slow decay")
+            download = gr.File(label="Checkpoint (zip of safetensors + config.json)", interactive=False)
+
+    dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
+    tab.start_event = start.click(
+        tab.start,
+        [dataset, upload, preset, schedule, objective, length_unit, length, batch_size, lr, ema, seed, conditional],
+        [status, preview, loss_plot, bucket_plot, lr_plot, download],
+        api_name="train",
+        concurrency_id=HEAVY_GROUP,
+        concurrency_limit=HEAVY_CONCURRENCY,
+        show_progress="hidden",
+    )
+    stop.click(tab.stop, None, status, api_name="stop_training", concurrency_limit=None)
+    return tab

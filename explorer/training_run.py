@@ -1,0 +1,233 @@
+"""Live training for the Train tab: a core Trainer driven step by step, its history (loss, smoothed loss, learning
+rate, loss by timestep bucket), and a preview sampled every few seconds from one fixed noise seed, so students
+watch the same noise turn into digits (or, for 2D sets, the same points settle onto the data).
+
+`train_live` yields a `LiveUpdate` at the start (within a second: the untrained model's preview), then at most
+every `render_interval` seconds, with a fresh preview every `preview_interval` seconds, and once at the end
+(finished, stopped, or diverged with the last finite weights kept). Every training step and preview runs through
+`compute` (the app's one compute thread, explorer.sessions.ComputeWorker; by default the caller's own thread);
+`stop()` is checked between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from core.data import ImageDataset, PointDataset
+from core.samplers import draw_noise, make_sampler, sample
+from core.training import ProgressRecord, TrainConfig, Trainer, TrainingDiverged, load_training_data
+from explorer.images import grid_picture, points_picture
+
+PREVIEW_IMAGES = 16
+PREVIEW_POINTS = 1000
+PREVIEW_STEPS = 20  # DDIM steps (eta 0: the picture changes only because the model does)
+PREVIEW_SEED = 1234
+PREVIEW_INTERVAL = 3.0  # seconds between previews
+RENDER_INTERVAL = 1.0  # seconds between page updates
+SMOOTHING = 0.97  # exponential moving average of the loss, bias-corrected
+MAX_PLOTTED = 1500  # points per curve sent to the page
+REFERENCE_POINTS = 2000
+
+
+@dataclass
+class TrainingHistory:
+    """Per-step loss and learning rate, the smoothed loss, and the latest record."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    last: ProgressRecord | None = None
+    _average: float = 0.0
+
+    def add(self, record: ProgressRecord) -> None:
+        self.steps.append(record.step)
+        self.losses.append(record.loss)
+        self.lrs.append(record.lr)
+        self._average = SMOOTHING * self._average + (1 - SMOOTHING) * record.loss
+        self.smoothed.append(self._average / (1 - SMOOTHING ** len(self.losses)))
+        self.last = record
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def plotted(self, max_points: int = MAX_PLOTTED) -> dict[str, np.ndarray]:
+        """steps, losses, smoothed and lrs thinned to at most max_points evenly spaced entries (the last kept)."""
+        count = len(self.steps)
+        keep = np.unique(np.linspace(0, count - 1, min(count, max_points)).round().astype(np.int64))
+        return {
+            name: np.asarray(getattr(self, name), dtype=np.float64)[keep]
+            for name in ("steps", "losses", "smoothed", "lrs")
+        }
+
+
+class Preview:
+    """Samples of the EMA model from one fixed x_T, drawn with a short deterministic DDIM."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        data = trainer.data
+        self.is_points = data.kind == "points"
+        count = PREVIEW_POINTS if self.is_points else PREVIEW_IMAGES
+        shape = (count, data.dim) if self.is_points else (count, data.channels, data.image_size, data.image_size)
+        generator = torch.Generator().manual_seed(PREVIEW_SEED)
+        self.x_T = draw_noise(shape, generator, trainer.device, torch.float32)
+        self.labels = (
+            torch.arange(count, device=trainer.device) % data.num_classes if trainer.config.class_conditional else None
+        )
+        self.reference = data.tensor[:REFERENCE_POINTS].cpu() if self.is_points else None
+        self.sampler = make_sampler(
+            "ddim",
+            trainer.schedule,
+            eta=0.0,
+            objective=trainer.config.objective,
+            clip_x0=not self.is_points,
+        )
+
+    def samples(self) -> Tensor:
+        """The EMA model's samples from the fixed x_T (float32, on the CPU)."""
+        steps = min(PREVIEW_STEPS, self.trainer.schedule.num_timesteps)
+        with torch.autocast(self.trainer.device.type, dtype=torch.bfloat16, enabled=self.trainer.bf16):
+            x = sample(self.trainer.ema_model, self.sampler, self.x_T, steps, y=self.labels)
+        return x.float().cpu()
+
+    def picture(self, samples: Tensor) -> np.ndarray:
+        if self.is_points:
+            return points_picture(samples, self.reference)
+        return grid_picture(samples)
+
+
+@dataclass
+class LiveUpdate:
+    """What the page shows after some training: the history, the latest preview, and how the run stands."""
+
+    state: str  # "starting", "training", "finished", "stopped", "diverged"
+    history: TrainingHistory
+    trainer: Trainer
+    preview: np.ndarray | None  # the latest preview picture
+    preview_samples: Tensor | None  # the samples behind it
+    preview_step: int  # the optimizer step the preview shows
+    message: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("finished", "stopped", "diverged")
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+class OutOfMemory(RuntimeError):
+    """Training ran out of memory; the message suggests a smaller batch."""
+
+
+def train_live(
+    config: TrainConfig,
+    *,
+    dataset: ImageDataset | PointDataset | None = None,
+    compute: Callable[[Callable[[], Any]], Any] | None = None,
+    stop: Callable[[], bool] | None = None,
+    preview_interval: float = PREVIEW_INTERVAL,
+    render_interval: float = RENDER_INTERVAL,
+) -> Iterator[LiveUpdate]:
+    """Train with `config`, yielding LiveUpdates (see the module docstring). Raises OutOfMemory with advice."""
+    compute = compute if compute is not None else run_here
+    stop = stop or (lambda: False)
+    history = TrainingHistory()
+    config.validate()
+    data = dataset if dataset is not None else load_training_data(config)  # a download must not hold the cores
+    try:
+        trainer, preview, samples = compute(lambda: _start(config, data))
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if _is_out_of_memory(error):
+            raise OutOfMemory(out_of_memory_advice(config)) from None
+        raise
+    update = LiveUpdate("starting", history, trainer, preview.picture(samples), samples, 0)
+    yield update
+    run = trainer.run()
+    last_render = last_preview = time.perf_counter()
+    state, message = "finished", ""
+    while True:
+        if stop():
+            state = "stopped"
+            break
+        try:
+            due = last_preview + preview_interval
+            record, fresh, new_samples = compute(lambda due=due: _step(run, preview, due))
+            now = time.perf_counter()
+            samples = new_samples if fresh else samples
+        except TrainingDiverged as error:
+            state, message = "diverged", str(error)
+            break
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if _is_out_of_memory(error):
+                raise OutOfMemory(out_of_memory_advice(config)) from None
+            raise
+        if record is None:
+            break
+        history.add(record)
+        if fresh:
+            last_preview = time.perf_counter()
+            update = LiveUpdate("training", history, trainer, preview.picture(samples), samples, trainer.step)
+            last_render = last_preview
+            yield update
+        elif now - last_render >= render_interval:
+            last_render = now
+            yield LiveUpdate("training", history, trainer, update.preview, update.preview_samples, update.preview_step)
+    samples = compute(preview.samples)
+    yield LiveUpdate(state, history, trainer, preview.picture(samples), samples, trainer.step, message)
+
+
+def run_here(fn: Callable[[], Any]) -> Any:
+    """The default `compute`: run the step in the calling thread."""
+    return fn()
+
+
+def _start(config: TrainConfig, data: ImageDataset | PointDataset) -> tuple[Trainer, Preview, Tensor]:
+    trainer = Trainer(config, dataset=data)
+    preview = Preview(trainer)
+    return trainer, preview, preview.samples()
+
+
+def _step(run: Iterator[ProgressRecord], preview: Preview, preview_due: float) -> tuple:
+    """One training step, and a fresh preview if one is due: (record or None at the end, fresh, samples)."""
+    record = next(run, None)
+    if record is None or time.perf_counter() < preview_due:
+        return record, False, None
+    return record, True, preview.samples()
+
+
+def out_of_memory_advice(config: TrainConfig) -> str:
+    smaller = max(1, config.batch_size // 4)
+    return (
+        f"Out of memory with batch size {config.batch_size} on the {config.preset!r} model. Try a batch of "
+        f"{smaller} or the 'tiny' model; nothing else was affected."
+    )
+
+
+def status_line(update: LiveUpdate) -> str:
+    """One line for the page: state, step, time, speed, device, ETA, loss."""
+    record = update.history.last
+    config = update.trainer.config
+    unit = "points/s" if update.trainer.data.kind == "points" else "images/s"
+    word = {"training": "Training", "finished": "Finished", "stopped": "Stopped", "diverged": "Stopped (diverged)"}
+    if record is None:
+        if update.done:
+            return f"**{word[update.state]}** before the first training step."
+        return f"Starting on **{update.trainer.device}**: the preview shows the untrained model (pure noise)."
+    total = f" of {config.steps:,}" if config.steps and config.time_budget is None else ""
+    eta = "" if update.done or record.eta_seconds is None else f", about {math.ceil(record.eta_seconds)} s to go"
+    return (
+        f"**{word.get(update.state, update.state)}**: step {record.step:,}{total}, {record.elapsed:.0f} s, "
+        f"{record.images_per_second:,.0f} {unit} on **{record.device}**{eta}; loss {record.loss:.4f} "
+        f"(preview from step {update.preview_step:,})."
+    )

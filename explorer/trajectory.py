@@ -1,0 +1,118 @@
+"""A sampling run as the Sample tab replays it: for each saved step, the state x_t, the predicted clean sample
+x0 and the predicted noise, with the timesteps visited, so a slider can scrub through them and a GIF can be made.
+
+Images are kept as uint8 (what the page shows; noise as +-3 sigma), 2D points as float32. Long runs keep an evenly
+spaced subset of their steps (always the first and the last) so that one user's trajectory stays under
+`MAX_TRAJECTORY_BYTES`; `saved` lists which step indices were kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from core.imaging import to_uint8
+from core.samplers import Step
+from core.schedules import NoiseSchedule
+from explorer.images import NOISE_SIGMAS, points_picture, side_by_side, tile, write_gif
+
+MAX_SAVED_STEPS = 250
+MAX_TRAJECTORY_BYTES = 48 * 2**20
+CLEAN = -1  # t_prev of the last step: the clean sample
+
+
+def saved_step_indices(num_steps: int, max_saved: int = MAX_SAVED_STEPS) -> list[int]:
+    """Which of num_steps step indices a trajectory keeps: all of them, or max_saved evenly spaced ones
+    including the first and the last."""
+    if num_steps <= max_saved:
+        return list(range(num_steps))
+    return sorted({int(i) for i in np.linspace(0, num_steps - 1, max_saved).round()})
+
+
+def max_saved_for(x_T: Tensor, is_points: bool) -> int:
+    """The most steps that fit the byte budget for this batch (three arrays per step)."""
+    per_value = 4 if is_points else 1
+    per_step = 3 * x_T.numel() * per_value
+    return max(2, min(MAX_SAVED_STEPS, MAX_TRAJECTORY_BYTES // per_step))
+
+
+@dataclass
+class Trajectory:
+    """The record of one sampling run (see the module docstring)."""
+
+    title: str  # e.g. "DDIM, 50 steps, eta 0"
+    x_T: Tensor  # the starting noise, float32 on the CPU
+    num_steps: int
+    is_points: bool
+    reference: Tensor | None = None  # 2D models: the true data, drawn under the points
+    schedule: NoiseSchedule | None = None  # the model's (for the alpha-bar figure)
+    timesteps: list[int] = field(default_factory=list)  # every t the network was evaluated at, in order
+    saved: list[int] = field(default_factory=list)  # step indices kept below
+    x_t: list[np.ndarray] = field(default_factory=list)
+    pred_x0: list[np.ndarray] = field(default_factory=list)
+    pred_eps: list[np.ndarray] = field(default_factory=list)
+    t_saved: list[int] = field(default_factory=list)  # t of each saved step
+    t_prev_saved: list[int] = field(default_factory=list)  # noise level of each saved x_t (-1 = clean)
+    final: Tensor | None = None  # the finished sample, float32 on the CPU
+    seconds: float = 0.0  # wall time of the network and sampler steps
+
+    def __post_init__(self) -> None:
+        self._keep = set(saved_step_indices(self.num_steps, max_saved_for(self.x_T, self.is_points)))
+
+    def _store(self, x: Tensor, scale: float = 1.0) -> np.ndarray:
+        if self.is_points:
+            return x.detach().float().cpu().numpy().copy()
+        return to_uint8(x / scale)
+
+    def add(self, step: Step) -> None:
+        """Record one step of core.samplers.denoise (kept if it is one of the saved indices)."""
+        self.timesteps.append(step.t)
+        if step.t_prev == CLEAN:
+            self.final = step.x_t.detach().float().cpu()
+        if step.index not in self._keep:
+            return
+        self.saved.append(step.index)
+        self.t_saved.append(step.t)
+        self.t_prev_saved.append(step.t_prev)
+        self.x_t.append(self._store(step.x_t))
+        self.pred_x0.append(self._store(step.pred_x0))
+        self.pred_eps.append(self._store(step.pred_eps, NOISE_SIGMAS))
+
+    @property
+    def complete(self) -> bool:
+        return self.final is not None
+
+    def __len__(self) -> int:
+        """Number of saved steps (the slider's range)."""
+        return len(self.saved)
+
+    def caption(self, i: int) -> str:
+        t_prev = self.t_prev_saved[i]
+        level = "the clean sample" if t_prev == CLEAN else f"x at t = {t_prev}"
+        return f"step {self.saved[i] + 1} of {self.num_steps}: network at t = {self.t_saved[i]}, now {level}"
+
+    def pictures(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three pictures of saved step i: x_t, predicted x0, predicted noise."""
+        if self.is_points:
+            return tuple(  # type: ignore[return-value]
+                points_picture(torch.from_numpy(a[i]), self.reference) for a in (self.x_t, self.pred_x0, self.pred_eps)
+            )
+        return tile(self.x_t[i]), tile(self.pred_x0[i]), tile(self.pred_eps[i])
+
+    def paths(self) -> np.ndarray:
+        """2D models: the saved states as paths, float32 [points, saved steps + 1, 2], starting at x_T."""
+        if not self.is_points:
+            raise ValueError("paths exist for 2D models only")
+        return np.stack([self.x_T.numpy(), *self.x_t], axis=1)
+
+    def write_gif(self, path: str | Path, frame_ms: int = 80) -> Path:
+        """An animated GIF with one frame per saved step: x_t and predicted x0 side by side, captioned."""
+        frames = []
+        for i in range(len(self)):
+            x_t, x0, _ = self.pictures(i)
+            frames.append(side_by_side([x_t, x0], f"{self.title} | {self.caption(i)} | left x_t, right predicted x0"))
+        return write_gif(frames, path, frame_ms=frame_ms)

@@ -1,0 +1,144 @@
+"""The Train and Sample tabs end to end: through gradio_client against a launched server (train, download the
+checkpoint, upload it again, sample from it; two clients training at once get separate models), and on the real
+page in headless Chromium (training updates live and stops; a sample is scrubbed and exported as a GIF), with
+screenshots of both tabs."""
+
+import json
+import zipfile
+
+import pytest
+from gradio_client import Client, handle_file
+from safetensors.torch import load_file
+
+from explorer.models import DEFAULT_MODEL
+from explorer.tabs.train import DEFAULT_DATASET, PRESETS
+
+TINY = next(iter(PRESETS))
+
+
+def train_args(steps, seed):
+    return (DEFAULT_DATASET, None, TINY, "cosine", "x0", "steps", steps, 16, 2e-3, 0.99, seed, False)
+
+
+def weights(zip_path, tmp_path, name):
+    folder = tmp_path / name
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(folder)
+    return load_file(str(folder / "ema.safetensors")), json.loads((folder / "config.json").read_text())
+
+
+def test_train_download_upload_and_sample_through_the_api(app_url, tmp_path):
+    client = Client(app_url, verbose=False)
+    status, _preview, loss_plot, _, _, download = client.predict(*train_args(12, 0), api_name="/train")
+    assert "Finished" in status and "step 12 of 12" in status
+    assert json.loads(loss_plot["plot"])["data"][0]["y"]
+    _, config = weights(download, tmp_path, "trained")
+    assert config["step"] == 12 and config["dataset"]["name"] == "mnist5k"
+
+    other = Client(app_url, verbose=False)  # a fresh user uploads the file and samples from it
+    menu, note = other.predict(handle_file(download), api_name="/upload_checkpoint")
+    name = menu["value"]  # the menu comes back as an update: new choices, the upload chosen
+    assert name.startswith("uploaded:") and "Added" in note and name in [c[0] for c in menu["choices"]]
+    outputs = other.predict(name, "DDIM", 6, 0.0, 1, 4, None, 1.0, api_name="/sample")
+    assert "6 of 6 steps" in outputs[0]
+    caption = other.predict(2, api_name="/show_step")[3]
+    assert "step 3 of 6" in caption
+    gif = other.predict(api_name="/export_gif")
+    assert gif.endswith(".gif")
+    with pytest.raises(Exception, match="less than minimum value 1"):  # Gradio's slider bounds
+        other.predict(name, "DDIM", 0, 0.0, 1, 4, None, 1.0, api_name="/sample")
+    with pytest.raises(Exception, match="steps must be a whole number from 1 to 1000"):  # ours, inside them
+        other.predict(name, "DDIM", 2.5, 0.0, 1, 4, None, 1.0, api_name="/sample")
+    with pytest.raises(Exception, match="refused"):
+        bad = tmp_path / "bad.zip"
+        with zipfile.ZipFile(bad, "w") as archive:
+            archive.writestr("../evil/config.json", "{}")
+        other.predict(handle_file(str(bad)), api_name="/upload_checkpoint")
+
+
+def test_two_clients_training_at_once_get_separate_models(app_url, tmp_path):
+    alice, bob, carol = (Client(app_url, verbose=False) for _ in range(3))
+    jobs = [alice.submit(*train_args(20, 1), api_name="/train"), bob.submit(*train_args(20, 2), api_name="/train")]
+    (status_a, *_, zip_a), (status_b, *_, zip_b) = (job.result(timeout=300) for job in jobs)
+    assert "Finished" in status_a and "Finished" in status_b
+    (ema_a, _), (ema_b, _) = weights(zip_a, tmp_path, "a"), weights(zip_b, tmp_path, "b")
+    assert ema_a.keys() == ema_b.keys() and any(not (ema_a[k] == ema_b[k]).all() for k in ema_a)
+    name = "my model: mnist5k, tiny, 20 steps"
+    for client in (alice, bob):
+        assert "20 training steps" in client.predict(name, api_name="/describe_model")[0]
+    with pytest.raises(Exception, match="unknown model"):
+        carol.predict(name, api_name="/describe_model")
+
+
+def test_default_sample_through_the_api(app_url):
+    client = Client(app_url, verbose=False)
+    outputs = client.predict(DEFAULT_MODEL, "DDIM", 50, 0.0, 0, 16, None, 1.0, api_name="/sample")
+    assert "50 of 50 steps" in outputs[0]
+
+
+# ---- the real page ---------------------------------------------------------------------------------------------
+
+
+# plotly 6 sends numpy arrays as {"dtype": "f8", "bdata": base64}: count the points either way
+POINTS_JS = "a => (a.length !== undefined ? a.length : atob(a.bdata).length / 8)"
+
+
+def image_src(page, selector):
+    return page.locator(f"{selector} img").first.get_attribute("src")
+
+
+def wait_for_new_image(page, selector, before, timeout=30_000):
+    page.wait_for_function(
+        "([sel, before]) => { const img = document.querySelector(sel + ' img'); return img && img.src !== before; }",
+        arg=[selector, before or ""],
+        timeout=timeout,
+    )
+
+
+def test_train_and_sample_in_chromium(app_url, page, artifacts):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(app_url)
+    page.get_by_text("See every part of a denoising diffusion model move").wait_for(timeout=30_000)
+
+    # Train: the loss plot and the preview update while it runs; Stop stops it
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-start").click()
+    page.wait_for_function(
+        f"() => {{ const p = document.querySelector('#train-loss .js-plotly-plot');"
+        f" return p && p.data && ({POINTS_JS})(p.data[0].x) >= 5; }}",
+        timeout=30_000,
+    )
+    first_loss_points = page.locator("#train-loss .js-plotly-plot").evaluate(f"el => ({POINTS_JS})(el.data[0].x)")
+    first_preview = image_src(page, "#train-preview")
+    wait_for_new_image(page, "#train-preview", first_preview)  # a new preview from the same noise
+    page.wait_for_function(
+        f"n => ({POINTS_JS})(document.querySelector('#train-loss .js-plotly-plot').data[0].x) > n",
+        arg=first_loss_points,
+        timeout=30_000,
+    )
+    page.screenshot(path=str(artifacts / "tab_train.png"), full_page=True)
+    page.locator("#train-stop").click()
+    page.locator("#train-status").get_by_text("Stopped").wait_for(timeout=30_000)
+    status = page.locator("#train-status").inner_text()
+    assert "is now in the Sample tab" in status
+    page.screenshot(path=str(artifacts / "tab_train_stopped.png"), full_page=True)
+
+    # Sample: run the default, scrub the replay slider, export the GIF
+    page.get_by_role("tab", name="Sample").click()
+    page.locator("#sample-run").click()
+    page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
+    assert "50 of 50 steps" in page.locator("#sample-progress").inner_text()
+    last_xt = image_src(page, "#sample-xt")
+    slider = page.get_by_label("range slider for Replay the run, step by step")
+    slider.focus()
+    slider.press("Home")
+    page.locator("#sample-step-caption").get_by_text("step 1 of 50").wait_for(timeout=30_000)
+    wait_for_new_image(page, "#sample-xt", last_xt)
+    page.screenshot(path=str(artifacts / "tab_sample.png"), full_page=True)
+    page.locator("#sample-gif").click()
+    page.locator("a[href*='.gif']").first.wait_for(timeout=60_000)
+    # the model trained above is in this user's menu
+    page.locator("#sample-model input").click()
+    page.get_by_role("option", name="my model: mnist5k").first.wait_for(timeout=10_000)
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(artifacts / "tab_sample_gif.png"), full_page=True)

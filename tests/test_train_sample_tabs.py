@@ -1,0 +1,157 @@
+"""The Train and Sample tabs' callbacks, called as the page calls them (with a SessionRegistry, no server): a short
+training run ends with a downloadable checkpoint and a model in that user's menu only; sampling, replay, GIF,
+compare, upload; bad values refused with a message."""
+
+import zipfile
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from explorer.models import DEFAULT_MODEL, PRETRAINED
+from explorer.sessions import SessionRegistry
+from explorer.tabs.sample import EACH_CLASS_CHOICE, NO_CLASS_CHOICE, SampleTab
+from explorer.tabs.train import DATASETS, DEFAULT_DATASET, PRESETS, TrainTab, dataset_defaults, training_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class FakeRequest:
+    def __init__(self, session_hash):
+        self.session_hash = session_hash
+
+
+TINY = next(iter(PRESETS))
+
+
+def train_args(steps=6, seed=0, **changes):
+    args = {
+        "dataset_label": DEFAULT_DATASET,
+        "upload": None,
+        "preset_label": TINY,
+        "schedule": "cosine",
+        "objective": "x0",
+        "length_unit": "steps",
+        "length": steps,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "ema_decay": 0.99,
+        "seed": seed,
+        "class_conditional": False,
+    }
+    args.update(changes)
+    return args
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return SessionRegistry(tmp_path, max_jobs=1, compute_threads=1)
+
+
+def run_training(registry, user, **changes):
+    outputs = list(TrainTab(registry).start(**train_args(**changes), request=FakeRequest(user)))
+    return outputs
+
+
+def test_training_ends_with_a_checkpoint_and_a_private_model(registry):
+    outputs = run_training(registry, "alice")
+    status, preview, loss_plot, _bucket_plot, lr_plot, download = outputs[-1]
+    assert "Finished" in status and "step 6 of 6" in status and "Sample tab" in status
+    assert preview is not None and loss_plot.data and lr_plot.data
+    with zipfile.ZipFile(download) as archive:
+        assert sorted(archive.namelist()) == ["config.json", "ema.safetensors", "model.safetensors"]
+    sample_tab = SampleTab(registry)
+    alice, bob = FakeRequest("alice"), FakeRequest("bob")
+    mine = [n for n in sample_tab.model_menu(None, alice).choices if n[0].startswith("my model")]
+    assert len(mine) == 1
+    name = mine[0][0]
+    assert all(not n[0].startswith("my model") for n in sample_tab.model_menu(None, bob).choices)
+    final = list(sample_tab.sample(name, "DDIM", 5, 0, 0, 4, None, 1.0, request=alice))[-1]
+    assert "5 of 5 steps" in final[0]
+    with pytest.raises(gr.Error, match="unknown model"):
+        list(sample_tab.sample(name, "DDIM", 5, 0, 0, 4, None, 1.0, request=bob))
+
+
+def test_first_update_comes_at_once_and_the_second_job_is_refused(registry):
+    run = TrainTab(registry).start(**train_args(steps=50), request=FakeRequest("alice"))
+    assert "Loading" in next(run)[0]
+    with pytest.raises(gr.Error, match="already have a training run"):
+        list(SampleTab(registry).sample(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0, request=FakeRequest("alice")))
+    assert TrainTab(registry).stop(FakeRequest("alice")).startswith("Stopping")
+    final = list(run)[-1]
+    assert "Stopped" in final[0]
+    assert TrainTab(registry).stop(FakeRequest("alice")).startswith("Nothing to stop")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"length": 0}, "training steps must be a whole number from 1"),
+        ({"length_unit": "seconds", "length": 100000}, "training seconds must be a whole number from 1 to 1800"),
+        ({"batch_size": 0}, "batch size must be a whole number from 1 to 512"),
+        ({"lr": -1}, r"learning rate must be a number in \(0, 0.1\]"),
+        ({"lr": 0}, r"learning rate must be a number in \(0, 0.1\]"),
+        ({"ema_decay": 1.0}, r"EMA decay must be a number in \[0, 0.9999\]"),
+        ({"seed": -5}, "seed must be a whole number"),
+        ({"dataset_label": "imagenet"}, "unknown dataset"),
+        ({"objective": "score"}, "unknown objective"),
+        ({"schedule": "exp"}, "unknown schedule"),
+        ({"dataset_label": "My pictures (upload a .zip below)"}, "Upload a .zip"),
+    ],
+)
+def test_bad_training_settings_are_refused(change, message):
+    with pytest.raises(gr.Error, match=message):
+        training_config(**train_args(**change))
+
+
+def test_2d_datasets_switch_to_their_recipe():
+    objective, batch, lr, _upload = dataset_defaults("2D: two moons")
+    assert (objective.value, batch.value, lr.value) == ("eps", 256, 3e-3)
+    assert dataset_defaults(DEFAULT_DATASET)[0].value == "x0"
+    assert dataset_defaults("My pictures (upload a .zip below)")[3].visible
+    assert set(DATASETS.values()) >= {"mnist5k", "mnist", "fashion_mnist", "cifar10", "folder", "moons", "spiral"}
+
+
+def test_sample_replay_gif_and_compare(registry, tmp_path):
+    tab, user = SampleTab(registry), FakeRequest("carol")
+    outputs = list(tab.sample(DEFAULT_MODEL, "DDIM", 10, 0, 0, 4, None, 1.0, request=user))
+    progress, _x_t, _x0, _eps, slider, caption, visited, _paths = outputs[-1]
+    assert "10 of 10 steps" in progress and slider.maximum == 9 and slider.value == 9
+    assert len(visited.data[1].x) == 10 and "clean sample" in caption
+    first = tab.show_step(0, request=user)
+    assert "step 1 of 10" in first[3] and first[4].data[2].x[0] == 900
+    with pytest.raises(gr.Error, match="step must be a whole number from 0 to 9"):
+        tab.show_step(10, request=user)
+    gif = tab.export_gif(request=user)
+    with Image.open(gif) as image:
+        assert image.n_frames == 10
+    with pytest.raises(gr.Error, match="Sample first"):
+        SampleTab(registry).export_gif(request=FakeRequest("dave"))
+    compared = list(tab.compare(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0, "DDPM", 20, 1.0, request=user))
+    _, image_a, image_b, text = compared[-1]
+    assert image_a.shape == image_b.shape and "Same x_T (seed 0)" in text and "DDPM, 20 steps" in text
+
+
+def test_model_description_and_class_controls(registry):
+    tab = SampleTab(registry)
+    about, classes, guidance, _, _ = tab.describe_model(PRETRAINED["mnist_cond"])
+    assert "10 classes" in about and classes.choices[0][0] == EACH_CLASS_CHOICE and classes.interactive
+    assert guidance.interactive
+    about, classes, _, count, paths = tab.describe_model(PRETRAINED["toy_moons"])
+    assert classes.choices[0][0] == NO_CLASS_CHOICE and count.maximum == 2000 and paths.visible
+    outputs = list(tab.sample(PRETRAINED["toy_moons"], "DDIM", 5, 0, 0, 100, None, 1.0))
+    assert outputs[-1][-1].data  # the paths figure
+
+
+def test_upload_a_checkpoint_zip_and_refuse_other_files(registry, tmp_path):
+    download = run_training(registry, "erin")[-1][-1]
+    tab, frank = SampleTab(registry), FakeRequest("frank")
+    menu, note = tab.upload_model(download, request=frank)
+    assert menu.value.startswith("uploaded:") and "Added" in note
+    final = list(tab.sample(menu.value, "DDIM", 3, 0, 0, 2, None, 1.0, request=frank))[-1]
+    assert "3 of 3 steps" in final[0]
+    junk = tmp_path / "junk.zip"
+    with zipfile.ZipFile(junk, "w") as archive:
+        archive.writestr("model.pt", b"\x80\x04")
+    with pytest.raises(gr.Error, match=r"refused.*pickle"):
+        tab.upload_model(str(junk), request=frank)
