@@ -316,13 +316,14 @@ def load_image_folder(
 ) -> ImageDataset:
     """The pictures in a folder (recursively) or a .zip archive, each center-cropped to a square and resized to
     image_size (Lanczos), in [-1, 1]. channels: 1 (grayscale), 3 (colour) or None (1 when every picture is
-    grayscale, else 3).
+    grayscale, else 3). image_size None means FOLDER_IMAGE_SIZE (32).
 
     Every file goes through core.image_files (format allow-list, pixel limit before decoding, zip limits). Files that
     are not readable pictures are skipped, logged, and listed in the dataset's `skipped`; fewer than 8 readable
     pictures raise DatasetError saying how many were found and why others were skipped. A refused archive raises
     core.image_files.ArchiveError (a ValueError); a missing path FileNotFoundError."""
     check_image_size(image_size)
+    image_size = FOLDER_IMAGE_SIZE if image_size is None else image_size  # pictures have no size of their own
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None (from the pictures), got {channels!r}")
     path = Path(path)

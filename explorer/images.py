@@ -132,10 +132,14 @@ def noise_picture(noise: torch.Tensor, side: int = DISPLAY_SIDE) -> np.ndarray:
 
 
 def points_picture(
-    points: torch.Tensor, background: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    points: torch.Tensor,
+    background: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    size: int = POINTS_SIDE,
 ) -> np.ndarray:
-    """2D points [N, 2] as a scatter picture (uint8 RGB), over `background` points (the true data) in grey."""
-    image = points_to_image(points, labels, size=POINTS_SIDE, extent=POINTS_EXTENT, background=background)
+    """2D points [N, 2] as a scatter picture (uint8 RGB, size x size), over `background` points (the true data)
+    in grey."""
+    image = points_to_image(points, labels, size=size, extent=POINTS_EXTENT, background=background)
     return np.asarray(image)
 
 

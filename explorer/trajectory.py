@@ -18,9 +18,10 @@ from torch import Tensor
 from core.imaging import to_uint8
 from core.samplers import Step
 from core.schedules import NoiseSchedule
-from explorer.images import NOISE_SIGMAS, points_picture, side_by_side, tile, write_gif
+from explorer.images import DISPLAY_SIDE, NOISE_SIGMAS, points_picture, side_by_side, tile, write_gif
 
 MAX_SAVED_STEPS = 250
+GIF_SIDE = 256  # pixels per picture in a GIF frame (smaller than on the page: noisy frames compress badly)
 MAX_TRAJECTORY_BYTES = 48 * 2**20
 CLEAN = -1  # t_prev of the last step: the clean sample
 
@@ -95,13 +96,14 @@ class Trajectory:
         level = "the clean sample" if t_prev == CLEAN else f"x at t = {t_prev}"
         return f"step {self.saved[i] + 1} of {self.num_steps}: network at t = {self.t_saved[i]}, now {level}"
 
-    def pictures(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The three pictures of saved step i: x_t, predicted x0, predicted noise."""
+    def pictures(self, i: int, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three pictures of saved step i: x_t, predicted x0, predicted noise (about `side` pixels wide)."""
         if self.is_points:
             return tuple(  # type: ignore[return-value]
-                points_picture(torch.from_numpy(a[i]), self.reference) for a in (self.x_t, self.pred_x0, self.pred_eps)
+                points_picture(torch.from_numpy(a[i]), self.reference, size=side)
+                for a in (self.x_t, self.pred_x0, self.pred_eps)
             )
-        return tile(self.x_t[i]), tile(self.pred_x0[i]), tile(self.pred_eps[i])
+        return tile(self.x_t[i], side), tile(self.pred_x0[i], side), tile(self.pred_eps[i], side)
 
     def paths(self) -> np.ndarray:
         """2D models: the saved states as paths, float32 [points, saved steps + 1, 2], starting at x_T."""
@@ -113,6 +115,6 @@ class Trajectory:
         """An animated GIF with one frame per saved step: x_t and predicted x0 side by side, captioned."""
         frames = []
         for i in range(len(self)):
-            x_t, x0, _ = self.pictures(i)
+            x_t, x0, _ = self.pictures(i, GIF_SIDE)
             frames.append(side_by_side([x_t, x0], f"{self.title} | {self.caption(i)} | left x_t, right predicted x0"))
         return write_gif(frames, path, frame_ms=frame_ms)

@@ -2,9 +2,11 @@
 training run ends with a downloadable checkpoint and a model in that user's menu only; sampling, replay, GIF,
 compare, upload; bad values refused with a message."""
 
+import io
 import zipfile
 
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -155,3 +157,23 @@ def test_upload_a_checkpoint_zip_and_refuse_other_files(registry, tmp_path):
         archive.writestr("model.pt", b"\x80\x04")
     with pytest.raises(gr.Error, match=r"refused.*pickle"):
         tab.upload_model(str(junk), request=frank)
+
+
+def test_training_on_an_uploaded_zip_of_pictures(registry, tmp_path):
+    archive_path = tmp_path / "pictures.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for i in range(8):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            archive.writestr(f"photo_{i}.png", buffer.getvalue())
+    outputs = run_training(
+        registry, "gina", steps=2, dataset_label="My pictures (upload a .zip below)", upload=str(archive_path)
+    )
+    status, preview = outputs[-1][:2]
+    assert "Finished" in status and preview.shape[-1] == 3  # colour pictures, so a colour preview
+    too_few = tmp_path / "few.zip"
+    with zipfile.ZipFile(too_few, "w") as archive:
+        archive.writestr("one.png", b"not really a picture")
+    with pytest.raises(gr.Error, match="at least 8"):
+        run_training(registry, "gina", steps=2, dataset_label="My pictures (upload a .zip below)", upload=str(too_few))

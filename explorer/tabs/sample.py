@@ -355,7 +355,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, info="Picks x_T.")
                 count = gr.Slider(1, MAX_IMAGES, value=DEFAULT_IMAGES, step=1, label="Number of images")
-            with gr.Row():
+            with gr.Group():
                 class_menu = gr.Dropdown(
                     [NO_CLASS_CHOICE],
                     value=NO_CLASS_CHOICE,
