@@ -16,10 +16,16 @@ from torch import Tensor, nn
 MIN_EMBEDDING_DIM = 4
 
 
-def embedding_frequencies(dim: int, max_period: float = 10000.0) -> Tensor:
-    """The half = dim // 2 angular frequencies of the embedding, from 1 down to 1 / max_period (float32)."""
+def check_embedding_dim(dim: int) -> None:
+    """ValueError unless dim >= MIN_EMBEDDING_DIM (checked without making a tensor: building a model on the meta
+    device must not run tensor code, which costs over a second of imports the first time)."""
     if dim < MIN_EMBEDDING_DIM:
         raise ValueError(f"embedding dim must be >= {MIN_EMBEDDING_DIM}, got {dim}")
+
+
+def embedding_frequencies(dim: int, max_period: float = 10000.0) -> Tensor:
+    """The half = dim // 2 angular frequencies of the embedding, from 1 down to 1 / max_period (float32)."""
+    check_embedding_dim(dim)
     half = dim // 2
     return torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / (half - 1))
 
@@ -46,7 +52,7 @@ class TimeEmbedding(nn.Module):
     def __init__(self, dim: int, out_dim: int | None = None, max_period: float = 10000.0):
         super().__init__()
         out_dim = out_dim or dim
-        embedding_frequencies(dim)  # validates dim early
+        check_embedding_dim(dim)
         self.dim = dim
         self.max_period = max_period
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))

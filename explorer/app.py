@@ -35,6 +35,7 @@ LAUNCH_OPTIONS: dict = {
 CSS = """
 .gradio-container {max-width: 1400px !important}
 .prose p, .prose li {font-size: 1.05rem}
+.pixelated img {image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain}
 """
 
 

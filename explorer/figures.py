@@ -320,7 +320,7 @@ def visited_timesteps_figure(schedule, visited, current: int | None = None) -> g
     return fig
 
 
-def paths_figure(paths, reference=None, max_paths: int = 64) -> go.Figure:
+def paths_figure(paths, reference=None, max_paths: int = 40) -> go.Figure:
     """2D samples as paths through the plane from x_T (hollow circle) to the sample (dot), over the true data."""
     paths = np.asarray(paths, dtype=np.float64)[:max_paths]  # (points, states, 2)
     fig = go.Figure()

@@ -101,9 +101,11 @@ def example_images() -> dict[str, Path]:
     return {p.stem: p for p in files}
 
 
-DISPLAY_SIDE = 448  # grids are enlarged (nearest neighbour, whole factors) to about this many pixels
+DISPLAY_SIDE = 240  # grids are enlarged (nearest neighbour, whole factors) to about this many pixels; the page
+# shows them larger with `image-rendering: pixelated` (class PIXELATED): small PNGs, fast to encode and send
 NOISE_SIGMAS = 3.0  # noise pictures map -3..+3 standard deviations to black..white
-POINTS_SIDE = 448
+POINTS_SIDE = 360
+PIXELATED = "pixelated"  # CSS class of the app's picture components (see explorer.app.CSS)
 POINTS_EXTENT = 1.6  # 2D pictures cover [-1.6, 1.6]^2 (the toy sets lie within about +-1.2; x_T spreads wider)
 
 

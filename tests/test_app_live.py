@@ -142,3 +142,19 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
     page.get_by_role("option", name="my model: mnist5k").first.wait_for(timeout=10_000)
     page.keyboard.press("Escape")
     page.screenshot(path=str(artifacts / "tab_sample_gif.png"), full_page=True)
+
+    # a 2D model: its samples' paths through the plane
+    page.locator("#sample-model input").click()
+    page.locator("#sample-model input").fill("")
+    page.keyboard.type("moons")
+    page.get_by_role("option", name="2D moons (pretrained)").click()
+    page.get_by_text("moons, tiny network").wait_for(timeout=10_000)
+    page.locator("#sample-run").click()
+    page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#sample-paths .js-plotly-plot');"
+        " return p && p.data && p.data.some(t => t.name === 'paths'); }",
+        timeout=30_000,
+    )
+    page.locator("#sample-paths").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "tab_sample_2d.png"), full_page=True)

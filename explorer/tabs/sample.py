@@ -18,7 +18,7 @@ from core.checkpoint import CheckpointError
 from core.checkpoint_archive import unpack_checkpoint
 from core.samplers import Step
 from explorer.figures import paths_figure, visited_timesteps_figure
-from explorer.images import grid_picture, noise_picture, points_picture
+from explorer.images import PIXELATED, grid_picture, noise_picture, points_picture
 from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
 from explorer.sampling_run import (
     EACH_CLASS,
@@ -46,7 +46,7 @@ SAMPLER_CHOICES = ("DDPM", "DDIM")
 EACH_CLASS_CHOICE = "each class in turn"
 NO_CLASS_CHOICE = "none (unconditional)"
 DEFAULT_STEPS = 50
-DEFAULT_ETA = 0.0
+DEFAULT_ETA = 1.0  # for these x0-prediction models eta 1 draws cleaner digits at every step count (RESULTS.md)
 DEFAULT_IMAGES = 16
 DEFAULT_POINTS = 500
 DEFAULT_GUIDANCE = 2.0
@@ -350,7 +350,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
                 value=DEFAULT_ETA,
                 step=0.05,
                 label="eta (DDIM)",
-                info="0: no fresh noise (the same x_T always gives the same picture); 1: as noisy as DDPM.",
+                info="0: no fresh noise (the same x_T always gives the same picture); 1: fresh noise each step, "
+                "like DDPM (cleaner digits here).",
             )
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, info="Picks x_T.")
@@ -381,9 +382,20 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html(0, 1, "Press **Sample**."), elem_id="sample-progress")
             with gr.Row():
-                x_t = gr.Image(label="x_t: the current noisy state", interactive=False, height=340, elem_id="sample-xt")
-                x0 = gr.Image(label="predicted x0: the model's guess of the end", interactive=False, height=340)
-                eps = gr.Image(label="predicted noise (±3σ)", interactive=False, height=340)
+                x_t = gr.Image(
+                    elem_classes=[PIXELATED],
+                    label="x_t: the current noisy state",
+                    interactive=False,
+                    height=340,
+                    elem_id="sample-xt",
+                )
+                x0 = gr.Image(
+                    elem_classes=[PIXELATED],
+                    label="predicted x0: the model's guess of the end",
+                    interactive=False,
+                    height=340,
+                )
+                eps = gr.Image(elem_classes=[PIXELATED], label="predicted noise (±3σ)", interactive=False, height=340)
             scrub = gr.Slider(
                 0,
                 1,
@@ -396,7 +408,9 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             )
             step_caption = gr.Markdown(elem_id="sample-step-caption")
             visited = gr.Plot(label="The timesteps the sampler visited, on the alpha-bar curve")
-            paths = gr.Plot(label="2D models: each sample's path from noise to the data", visible=False)
+            paths = gr.Plot(
+                label="2D models: each sample's path from noise to the data", visible=False, elem_id="sample-paths"
+            )
             with gr.Row():
                 gif_button = gr.Button("Make a GIF of this run", elem_id="sample-gif")
                 gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False)
@@ -406,14 +420,14 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             "is the sampler's. Try DDPM 1000 vs DDIM 50, DDIM 10 vs 100, or eta 0 vs 1."
         )
         with gr.Row():
-            sampler_b = gr.Radio(list(SAMPLER_CHOICES), value="DDPM", label="B: sampler", info="The second sampler.")
-            steps_b = gr.Slider(1, 1000, value=1000, step=1, label="B: steps", info="Its network calls.")
-            eta_b = gr.Slider(0, 1, value=1.0, step=0.05, label="B: eta (DDIM)", info="Its fresh-noise amount.")
+            sampler_b = gr.Radio(list(SAMPLER_CHOICES), value="DDIM", label="B: sampler", info="The second sampler.")
+            steps_b = gr.Slider(1, 1000, value=DEFAULT_STEPS, step=1, label="B: steps", info="Its network calls.")
+            eta_b = gr.Slider(0, 1, value=0.0, step=0.05, label="B: eta (DDIM)", info="Its fresh-noise amount.")
             compare_button = gr.Button("Compare A and B", elem_id="sample-compare")
         compare_progress = gr.HTML()
         with gr.Row():
-            image_a = gr.Image(label="A: final samples", interactive=False, height=340)
-            image_b = gr.Image(label="B: final samples", interactive=False, height=340)
+            image_a = gr.Image(elem_classes=[PIXELATED], label="A: final samples", interactive=False, height=340)
+            image_b = gr.Image(elem_classes=[PIXELATED], label="B: final samples", interactive=False, height=340)
         compare_caption = gr.Markdown()
 
     tab.model = model

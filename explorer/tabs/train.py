@@ -24,6 +24,7 @@ from core.image_files import ArchiveError, ImageInputError
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig
 from explorer.figures import bucket_loss_figure, loss_figure, lr_figure
+from explorer.images import PIXELATED
 from explorer.models import load_entry
 from explorer.sessions import (
     HEAVY_CONCURRENCY,
@@ -310,6 +311,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
             status = gr.Markdown("Press **Start training**.", elem_id="train-status")
             with gr.Row():
                 preview = gr.Image(
+                    elem_classes=[PIXELATED],
                     label="Preview: the same noise, denoised by the model so far",
                     interactive=False,
                     height=420,
