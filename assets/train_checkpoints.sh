@@ -14,8 +14,9 @@ python -m core train --dataset mnist5k --preset tiny --steps 8000 --ema-decay 0.
 python -m core train --dataset mnist5k --preset tiny --steps 8000 --ema-decay 0.999 "${common[@]}" \
     --class-conditional --p-uncond 0.1 --out "$out/mnist_cond"
 
-# 2D toy sets: the tiny MLP, eps prediction (x0 prediction blurs separated modes: eight Gaussians came out as a
-# ring), larger batches of points
+# 2D toy sets: the tiny MLP (its preset includes six Fourier features of the input, without which the spiral came
+# out as a disk), eps prediction (x0 prediction blurs separated modes: eight Gaussians came out as a ring), larger
+# batches of points
 for name in moons swiss_roll eight_gaussians checkerboard spiral; do
     python -m core train --dataset "$name" --preset tiny --objective eps --steps 10000 --batch-size 256 --lr 3e-3 \
         --warmup-steps 100 "${common[@]}" --out "$out/toy_$name"

@@ -9,8 +9,8 @@ times each run (wall clock, this machine's threads), and scores it:
   next to the real-vs-real FD floor at the same n. A class-conditional model is asked for the labels 0..9 in turn
   (n/10 of each) at guidance 1 (plain conditional), and additionally with DDIM-50 at guidance 1, 2, 3 and 5,
   where the table also gives the reference classifier's accuracy on the requested label;
-* 2D toy sets (toy_<name>): the sliced Wasserstein distance to held-out points and its real-vs-real floor
-  (`core.metrics.evaluate_points`).
+* 2D toy sets (toy_<name>): the sliced Wasserstein distance to held-out points and the mean distance from each
+  sample to its nearest held-out point, each with its real-vs-real floor (`core.metrics.evaluate_points`).
 
 Writes the tables into benchmarks/RESULTS.md ("## Sampler quality"), a plot of FD against NFE (log-log, one line
 per checkpoint and eta) as benchmarks/results/sampler_fd.png, and a grid of the first 64 DDIM-50 samples of each
@@ -164,15 +164,17 @@ def digit_table(rows: Sequence[Row], floor: float, n: int) -> list[str]:
 
 def points_table(rows: Sequence[Row], n: int) -> list[str]:
     lines = [
-        f"| sampler | steps (NFE) | eta | wall s ({n} samples) | sliced W2 | real floor | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| sampler | steps (NFE) | eta | wall s ({n} samples) | sliced W2 | real floor | ratio "
+        "| nearest-neighbour distance | real floor | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         m = row.metrics
         eta = "-" if row.eta is None else f"{row.eta:g}"
         lines.append(
             f"| {row.sampler} | {row.nfe} | {eta} | {row.seconds:.2f} | {m['sliced_wasserstein']:.4f} | "
-            f"{m['sw_real_floor']:.4f} | {m['sliced_wasserstein'] / m['sw_real_floor']:.2f} |"
+            f"{m['sw_real_floor']:.4f} | {m['sliced_wasserstein'] / m['sw_real_floor']:.2f} | "
+            f"{m['nn_distance']:.4f} | {m['nn_real_floor']:.4f} | {m['nn_distance'] / m['nn_real_floor']:.2f} |"
         )
     return lines
 

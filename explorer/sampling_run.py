@@ -151,7 +151,7 @@ def run_sampling(
         schedule,
         eta=settings.eta,
         objective=entry.checkpoint.objective,
-        clip_x0=not entry.is_points,  # pixels live in [-1, 1]; 2D points do not
+        clip_x0=True,  # pixels and the 2D toy sets both live in [-1, 1]
     )
     generator = torch.Generator().manual_seed(seed + STEP_NOISE_OFFSET)
     trajectory = Trajectory(

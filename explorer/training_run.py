@@ -89,7 +89,7 @@ class Preview:
             trainer.schedule,
             eta=0.0,
             objective=trainer.config.objective,
-            clip_x0=not self.is_points,
+            clip_x0=True,  # pixels and the 2D toy sets both live in [-1, 1]
         )
 
     def samples(self) -> Tensor:
