@@ -213,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"core.metrics.evaluate_samples against {args.n} held-out digits (real-vs-real FD floor at n = {args.n}: "
         f"{floor:.1f}); a class-conditional model is asked for the labels 0..9 in turn, and its label accuracy is "
         "the reference classifier's agreement with the requested label. Toy sets: sliced Wasserstein-2 distance to "
-        "held-out points, with the real-vs-real floor at the same n.",
+        "held-out points and the mean distance from each sample to its nearest held-out point, each with its "
+        "real-vs-real floor at the same n.",
         "",
     ]
     series: dict[str, list[tuple[float, float]]] = {}
