@@ -4,7 +4,9 @@ page in headless Chromium (training updates live and stops; a sample is scrubbed
 screenshots of both tabs."""
 
 import json
+import tempfile
 import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -158,3 +160,34 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
     )
     page.locator("#sample-paths").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "tab_sample_2d.png"), full_page=True)
+
+
+def test_the_server_serves_only_its_own_outputs(app_url):
+    """Gradio serves its cache (copies of what callbacks return), never the repository, the checkpoints, the system
+    or a user's session folder, however the path is written."""
+    import urllib.error
+    import urllib.request
+
+    from core.data import ASSETS
+
+    client = Client(app_url, verbose=False)
+    client.predict(DEFAULT_MODEL, "DDIM", 4, 1.0, 0, 2, None, 1.0, api_name="/sample")
+    served = client.predict(api_name="/export_gif")  # the client downloaded it from the server: allowed
+    assert served.endswith(".gif")
+    sessions = Path(tempfile.gettempdir()) / "ddpm-explorer-sessions"
+    private = sorted(sessions.glob("user-*/trajectory-*.gif"))
+    assert private, "the export should have written the GIF into a session folder first"
+    refused = [
+        "/etc/passwd",
+        "../app.py",
+        "app.py",
+        ".env",
+        "assets/checkpoints/mnist_uncond/config.json",
+        str(ASSETS / "checkpoints" / "mnist_uncond" / "ema.safetensors"),
+        str(private[-1]),
+    ]
+    for path in refused:
+        for route in ("gradio_api/file=", "file="):
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(app_url + route + path, timeout=10)
+            assert error.value.code in (403, 404), (route, path, error.value.code)
