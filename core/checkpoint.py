@@ -193,13 +193,51 @@ def read_config(directory: str | Path) -> dict:
     return config
 
 
-def _load_tensors(directory: Path, name: str, config: dict) -> tuple[dict[str, Tensor], dict[str, str]]:
+def _verified_path(directory: Path, name: str, config: dict) -> Path:
+    """The path of a file config.json names, after checking that it exists and has the recorded SHA-256."""
     path = directory / name
     expected = config["files"].get(name)
     if expected is None or not path.is_file():
         raise CheckpointError(f"{name} is missing from {directory}")
     if _sha256(path) != expected:
         raise CheckpointError(f"{name} does not match {CONFIG_FILE} (a different or damaged file)")
+    return path
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path.name} is not a readable safetensors file: {error}") from error
+
+
+def _check_fit(name: str, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+    missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{name} does not fit the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
+    for key, shape in shapes.items():
+        if shape != expected[key]:
+            raise CheckpointError(f"{name}: {key} has shape {shape}, the model needs {expected[key]}")
+
+
+def _check_weights_fit_config(directory: Path, config: dict) -> None:
+    """Build the config's model on the meta device (no memory) and compare its tensor shapes with the weight
+    files' headers, so a config that asks for an enormous network next to small weights is refused before
+    anything is allocated."""
+    with torch.device("meta"):
+        skeleton = build_model(config["model"])
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    for name in (MODEL_FILE, EMA_FILE):
+        if name == MODEL_FILE or name in config["files"]:
+            _check_fit(name, _header_shapes(_verified_path(directory, name, config)), expected)
+
+
+def _load_tensors(directory: Path, name: str, config: dict) -> tuple[dict[str, Tensor], dict[str, str]]:
+    path = _verified_path(directory, name, config)
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
@@ -210,17 +248,9 @@ def _load_tensors(directory: Path, name: str, config: dict) -> tuple[dict[str, T
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, Tensor], name: str) -> None:
-    expected = model.state_dict()
-    missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{name} does not fit the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
-        )
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    _check_fit(name, {key: tuple(value.shape) for key, value in tensors.items()}, expected)
     for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{name}: {key} has shape {tuple(value.shape)}, the model needs {tuple(expected[key].shape)}"
-            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{name}: {key} holds NaN or inf")
     model.load_state_dict(tensors)
@@ -267,6 +297,7 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         schedule = schedule_from_params(config["schedule"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"schedule in {CONFIG_FILE} is invalid: {error}") from error
+    _check_weights_fit_config(directory, config)
     model = build_model(config["model"])
     _load_weights(model, _load_tensors(directory, MODEL_FILE, config)[0], MODEL_FILE)
     ema_model = None

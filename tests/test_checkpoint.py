@@ -123,6 +123,13 @@ def test_mismatched_config_is_refused(saved):
         load_checkpoint(saved)
 
 
+def test_a_config_asking_for_an_enormous_network_is_refused_before_building_it(saved):
+    """10^6 base channels would need terabytes; the shapes are compared on the meta device first."""
+    rewrite_config(saved, lambda c: c["model"].update({"base_channels": 1_000_000}))
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_checkpoint(saved)
+
+
 def test_nan_in_a_file_is_refused(saved, tmp_path):
     other = tmp_path / "other"
     model = tiny_unet()
