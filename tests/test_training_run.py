@@ -85,3 +85,15 @@ def test_status_line_names_device_speed_and_time_to_go():
     update.state = "training"
     line = status_line(update)
     assert "step 3 of 8" in line and "100 images/s" in line and "5 s to go" in line and "0.2500" in line
+
+
+def test_out_of_memory_becomes_advice_for_a_smaller_batch(monkeypatch):
+    from core.training import Trainer
+    from explorer.training_run import OutOfMemory
+
+    def exhausted(self, lr):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "train_step", exhausted)
+    with pytest.raises(OutOfMemory, match=r"Out of memory with batch size 16 .* Try a batch of 4"):
+        list(train_live(digits_config()))
