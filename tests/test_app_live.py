@@ -191,3 +191,18 @@ def test_the_server_serves_only_its_own_outputs(app_url):
             with pytest.raises(urllib.error.HTTPError) as error:
                 urllib.request.urlopen(app_url + route + path, timeout=10)
             assert error.value.code in (403, 404), (route, path, error.value.code)
+
+
+def test_two_users_with_the_same_seed_get_the_same_images_at_once(app_url):
+    import numpy as np
+    from PIL import Image
+
+    clients = [Client(app_url, verbose=False) for _ in range(3)]
+    seeds = (3, 3, 4)
+    jobs = [
+        client.submit(DEFAULT_MODEL, "DDPM", 30, 1.0, seed, 4, None, 1.0, api_name="/sample")
+        for client, seed in zip(clients, seeds, strict=True)
+    ]
+    finals = [np.asarray(Image.open(job.result(timeout=120)[2])) for job in jobs]  # predicted x0 at the end
+    assert np.array_equal(finals[0], finals[1])  # same seed, two sessions, sampled at the same time
+    assert not np.array_equal(finals[0], finals[2])
