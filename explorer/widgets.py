@@ -15,16 +15,21 @@ def explanation(text: str) -> gr.Markdown:
     return gr.Markdown(text, latex_delimiters=LATEX_DELIMITERS)
 
 
+def _as_number(value: object, message: str) -> float:
+    """value as a float, or a gr.Error with `message` (None, booleans and non-numbers are refused)."""
+    if value is None or isinstance(value, bool):
+        raise gr.Error(message)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise gr.Error(message) from None
+
+
 def whole_number(label: str, value: object, low: int, high: int) -> int:
     """value as an int in [low, high], or a gr.Error that names the control and the allowed range (for values
     that reach a callback from the page or straight from the API)."""
     message = f"{label} must be a whole number from {low} to {high}, got {value!r}"
-    if value is None or isinstance(value, bool):
-        raise gr.Error(message)
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise gr.Error(message) from None
+    number = _as_number(value, message)
     if not number.is_integer() or not low <= number <= high:
         raise gr.Error(message)
     return int(number)
@@ -34,12 +39,7 @@ def bounded_number(label: str, value: object, low: float, high: float, *, low_op
     """value as a finite float in [low, high] ((low, high] with low_open), or a gr.Error naming the control."""
     bracket = "(" if low_open else "["
     message = f"{label} must be a number in {bracket}{low:g}, {high:g}], got {value!r}"
-    if value is None or isinstance(value, bool):
-        raise gr.Error(message)
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise gr.Error(message) from None
+    number = _as_number(value, message)
     if not math.isfinite(number) or number > high or number < low or (low_open and number == low):
         raise gr.Error(message)
     return number
