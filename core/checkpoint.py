@@ -1,14 +1,18 @@
 """Checkpoints: a folder of safetensors weights and a JSON config that rebuilds everything; atomic writes.
 
-    DIR/config.json                 model config, schedule, objective, dataset, step, package version, file hashes
-    DIR/model.safetensors           the trained weights
-    DIR/ema.safetensors             the EMA weights (used for sampling when present)
-    DIR/training_state.safetensors  optimizer moments and RNG states, for resuming (optional)
+    DIR/config.json                        model config, schedule, objective, dataset, step, version, file hashes
+    DIR/model.<hash>.safetensors           the trained weights
+    DIR/ema.<hash>.safetensors             the EMA weights (used for sampling when present)
+    DIR/training_state.<hash>.safetensors  optimizer moments and RNG states, for resuming (optional)
 
 Nothing is ever unpickled: weights are safetensors, the rest is JSON ("models are programs": a .pt from a stranger
-can run code). A save stages every file as a temp file in the same folder (written, fsynced), then moves each into
-place with os.replace, config.json last; a failure before that leaves the previous checkpoint intact and no temp
-files behind. config.json records each file's SHA-256, so a mix of old and new files is detected on load.
+can run code). config.json names the files that belong together with their SHA-256, and replacing it is the one
+step that commits a save: the weight files are written under names of their own (<hash> is the first 12 hex
+digits of the file's SHA-256), fsynced and renamed into place beside the previous ones, then config.json is
+replaced with os.replace; only then are the previous files deleted. So a save that fails or is killed at any
+moment leaves a checkpoint that loads: the previous one (config.json still names the previous files) or the new
+one. A failure removes what it staged; what a killed save left behind (a temp file, unnamed weights) is removed by
+the next save into the folder and never read. Format 1 folders (fixed names: model.safetensors, ...) still load.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +38,14 @@ from core.toy import ToyMLP
 from core.unet import UNet
 
 FORMAT = "ddpm-explorer-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: fixed weight file names; 2: names carrying the file's hash (atomic saves)
 CONFIG_FILE = "config.json"
+# the three weight files by role (also their format-1 names); in a folder: "<stem>.<hash>.safetensors"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "training_state.safetensors"
+WEIGHT_FILE_NAME = re.compile(r"(model|ema|training_state)(?:\.([0-9a-f]{12}))?\.safetensors")
+TEMP_FILE_NAME = re.compile(r"\.(config\.json|(model|ema|training_state)\.safetensors)\..+\.tmp")  # a save's staging
 
 MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {"unet": UNet.from_config, "mlp": ToyMLP.from_config}
 
@@ -63,6 +71,26 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def weight_file_role(name: str) -> str | None:
+    """The role (MODEL_FILE, EMA_FILE or STATE_FILE) of a weight file's name, or None for any other name."""
+    match = WEIGHT_FILE_NAME.fullmatch(name)
+    return f"{match.group(1)}.safetensors" if match else None
+
+
+def named_weight_file(config: dict, role: str) -> str | None:
+    """The file config.json names for `role` (MODEL_FILE, EMA_FILE or STATE_FILE), or None if it names none."""
+    return next((name for name in config["files"] if weight_file_role(name) == role), None)
+
+
+def checkpoint_file(directory: str | Path, role: str = MODEL_FILE) -> Path:
+    """The path of a checkpoint folder's file for `role` (MODEL_FILE by default), as its config.json names it."""
+    directory = Path(directory)
+    name = named_weight_file(read_config(directory), role)
+    if name is None:
+        raise CheckpointError(f"{directory} has no {role.removesuffix('.safetensors')} weights")
+    return directory / name
 
 
 def _fsync_file(path: Path) -> None:
@@ -134,17 +162,25 @@ def save_checkpoint(
             state_tensors[f"rng.{name}"] = value.detach().to("cpu").contiguous()
         files[STATE_FILE] = state_tensors
 
-    staged: dict[str, Path] = {}
+    staged: list[Path] = []  # temp files of this save, removed if it fails
+    written: list[Path] = []  # weight files this save put in place, removed if it fails before the commit
+    committed = False
     try:
         hashes = {}
-        for name, tensors in files.items():
-            tmp = _temp_path(directory, name)
-            staged[name] = tmp
-            metadata = {"optimizer": json.dumps(state_meta)} if name == STATE_FILE and state_meta else None
+        for role, tensors in files.items():
+            tmp = _temp_path(directory, role)
+            staged.append(tmp)
+            metadata = {"optimizer": json.dumps(state_meta)} if role == STATE_FILE and state_meta else None
             save_file(tensors, str(tmp), metadata=metadata)
             os.chmod(tmp, 0o644)  # safetensors recreates the file 0600; a checkpoint is a shareable file
             _fsync_file(tmp)
-            hashes[name] = _sha256(tmp)
+            digest = _sha256(tmp)
+            name = f"{role.removesuffix('.safetensors')}.{digest[:12]}.safetensors"
+            existed = (directory / name).exists()  # same hash: the same bytes, already named by config.json
+            os.replace(tmp, directory / name)
+            if not existed:
+                written.append(directory / name)
+            hashes[name] = digest
         full_config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -154,25 +190,40 @@ def save_checkpoint(
             "files": hashes,
         }
         tmp = _temp_path(directory, CONFIG_FILE)
-        staged[CONFIG_FILE] = tmp
+        staged.append(tmp)
         tmp.write_text(json.dumps(full_config, indent=2, sort_keys=True))
         _fsync_file(tmp)
-        for name in [*files, CONFIG_FILE]:  # config.json last: it names the files that belong together
-            os.replace(staged.pop(name), directory / name)
-        for stale in {EMA_FILE, STATE_FILE} - set(files):
-            with contextlib.suppress(FileNotFoundError):
-                (directory / stale).unlink()
-        with contextlib.suppress(OSError):  # persist the renames (not possible on every platform)
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _fsync_folder(directory)  # the weight files' names are on disk before config.json names them
+        os.replace(tmp, directory / CONFIG_FILE)  # the commit
+        committed = True
+        _fsync_folder(directory)
+        _remove_leftovers(directory, keep=set(hashes))
     finally:
-        for tmp in staged.values():
+        for path in staged + ([] if committed else written):
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                path.unlink()
     return directory
+
+
+def _fsync_folder(directory: Path) -> None:
+    """Persist the folder's renames (not possible on every platform)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_leftovers(directory: Path, keep: set[str]) -> None:
+    """After a commit: delete the weight files config.json no longer names and the temp files of saves that were
+    killed (".<name>.<random>.tmp"); nothing else in the folder is touched."""
+    for path in directory.iterdir():
+        stale_weights = weight_file_role(path.name) is not None and path.name not in keep
+        stale_temp = TEMP_FILE_NAME.fullmatch(path.name) is not None
+        if (stale_weights or stale_temp) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def read_config(directory: str | Path) -> dict:
@@ -190,11 +241,18 @@ def read_config(directory: str | Path) -> dict:
     for key in ("model", "schedule", "objective", "files"):
         if key not in config:
             raise CheckpointError(f"{CONFIG_FILE} lacks {key!r}")
+    version = config.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{CONFIG_FILE} has format version {version!r}; this app reads up to {FORMAT_VERSION}")
+    if not isinstance(config["files"], dict) or any(weight_file_role(str(name)) is None for name in config["files"]):
+        raise CheckpointError(f"{CONFIG_FILE} names files that are not checkpoint weights: {config['files']!r:.200}")
     return config
 
 
-def _verified_path(directory: Path, name: str, config: dict) -> Path:
-    """The path of a file config.json names, after checking that it exists and has the recorded SHA-256."""
+def _verified_path(directory: Path, role: str, config: dict) -> Path:
+    """The path of the file config.json names for `role`, after checking that it exists and has the recorded
+    SHA-256."""
+    name = named_weight_file(config, role) or role
     path = directory / name
     expected = config["files"].get(name)
     if expected is None or not path.is_file():
@@ -231,9 +289,9 @@ def _check_weights_fit_config(directory: Path, config: dict) -> None:
     with torch.device("meta"):
         skeleton = build_model(config["model"])
     expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
-    for name in (MODEL_FILE, EMA_FILE):
-        if name == MODEL_FILE or name in config["files"]:
-            _check_fit(name, _header_shapes(_verified_path(directory, name, config)), expected)
+    for role in (MODEL_FILE, EMA_FILE):
+        if role == MODEL_FILE or named_weight_file(config, role):
+            _check_fit(role, _header_shapes(_verified_path(directory, role, config)), expected)
 
 
 def _load_tensors(directory: Path, name: str, config: dict) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -301,7 +359,7 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
     model = build_model(config["model"])
     _load_weights(model, _load_tensors(directory, MODEL_FILE, config)[0], MODEL_FILE)
     ema_model = None
-    if EMA_FILE in config["files"]:
+    if named_weight_file(config, EMA_FILE):
         ema_model = build_model(config["model"])
         _load_weights(ema_model, _load_tensors(directory, EMA_FILE, config)[0], EMA_FILE)
         ema_model.to(device).eval().requires_grad_(False)
@@ -312,7 +370,7 @@ def load_training_state(directory: str | Path, optimizer: torch.optim.Optimizer 
     """Restore the optimizer (in place) from a checkpoint and return its saved RNG states by name."""
     directory = Path(directory)
     config = read_config(directory)
-    if STATE_FILE not in config["files"]:
+    if not named_weight_file(config, STATE_FILE):
         raise CheckpointError(f"{directory} has no training state to resume from (saved without optimizer)")
     tensors, metadata = _load_tensors(directory, STATE_FILE, config)
     if optimizer is not None:

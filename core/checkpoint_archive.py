@@ -3,8 +3,8 @@
     pack_checkpoint("runs/digits", "digits.zip")      # config.json + the .safetensors files it names, stored flat
     unpack_checkpoint("digits.zip", "tmp/upload")     # then core.checkpoint.load_checkpoint("tmp/upload")
 
-Unpacking trusts nothing in the archive: only the checkpoint's own file names are accepted (config.json,
-model.safetensors, ema.safetensors, training_state.safetensors; at the top or inside one folder), so pickles
+Unpacking trusts nothing in the archive: only the checkpoint's own file names are accepted (config.json and
+model/ema/training_state[.<hash>].safetensors; at the top or inside one folder), so pickles
 (.pt, .pth, .ckpt: "models are programs") and anything else are refused before a byte is written; names with ".."
 or an absolute path, more than a few members, or more bytes than the limit are refused too, and every member is
 written only under the target folder, by a name this module chose. `load_checkpoint` then checks the hashes,
@@ -17,9 +17,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from core.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE, STATE_FILE, CheckpointError, read_config
+from core.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, read_config, weight_file_role
 
-CHECKPOINT_FILES: tuple[str, ...] = (CONFIG_FILE, MODEL_FILE, EMA_FILE, STATE_FILE)
+ACCEPTED_NAMES = "config.json, model.safetensors, ema.safetensors, training_state.safetensors (or with .<hash>)"
 PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 MAX_MEMBERS = 16  # a checkpoint has at most 4 files (and a folder entry or two)
 MAX_UNPACKED_BYTES = 256 * 2**20  # "seed" with EMA and optimizer state is ~110 MB
@@ -51,10 +51,10 @@ def _member_name(name: str) -> str:
             f"refused: {base!r} is a pickle file, which can run code when loaded; this app reads only "
             "safetensors weights and config.json"
         )
-    if base not in CHECKPOINT_FILES or len(parts) > 2:
+    if (base != CONFIG_FILE and weight_file_role(base) is None) or len(parts) > 2:
         raise CheckpointError(
-            f"refused: {name!r} is not part of a DDPM Explorer checkpoint (expected only "
-            f"{', '.join(CHECKPOINT_FILES)}, at the top of the zip or in one folder)"
+            f"refused: {name!r} is not part of a DDPM Explorer checkpoint (expected only {ACCEPTED_NAMES}, at the "
+            "top of the zip or in one folder)"
         )
     return base
 
@@ -79,7 +79,7 @@ def unpack_checkpoint(zip_path: str | Path, directory: str | Path) -> Path:
             if name in targets:
                 raise CheckpointError(f"refused: the zip holds {name} twice")
             targets[name] = member
-        if CONFIG_FILE not in targets or MODEL_FILE not in targets:
+        if CONFIG_FILE not in targets or not any(weight_file_role(name) == MODEL_FILE for name in targets):
             raise CheckpointError(f"not a checkpoint zip: it needs {CONFIG_FILE} and {MODEL_FILE}")
         total = sum(m.file_size for m in targets.values())
         if total > MAX_UNPACKED_BYTES:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from core.checkpoint import CONFIG_FILE, MODEL_FILE, save_checkpoint
+from core.checkpoint import CONFIG_FILE, MODEL_FILE, named_weight_file, save_checkpoint
 from core.data import ASSETS, dataset_kind, fit_size, load_dataset
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def train_classifier(
 
 
 def save_classifier(trained: ClassifierTraining, directory: str | Path = CLASSIFIER_DIR) -> Path:
-    """Write model.safetensors + config.json atomically (core.checkpoint.save_checkpoint): the architecture,
+    """Write the weights + config.json atomically (core.checkpoint.save_checkpoint): the architecture,
     the training settings, the held-out accuracy and the package version."""
     config = {
         "kind": CLASSIFIER_KIND,
@@ -283,16 +283,18 @@ def save_classifier(trained: ClassifierTraining, directory: str | Path = CLASSIF
 def load_classifier(directory: str | Path = CLASSIFIER_DIR) -> DigitClassifier:
     """A classifier saved by `save_classifier`, checked against its recorded hash, in eval mode on CPU."""
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_FILE, directory / MODEL_FILE
-    if not config_path.is_file() or not weights_path.is_file():
+    config_path = directory / CONFIG_FILE
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    name = named_weight_file(config, MODEL_FILE) if "files" in config else None
+    weights_path = directory / (name or MODEL_FILE)
+    if name is None or not weights_path.is_file():
         raise FileNotFoundError(
             f"no classifier in {directory}; train it with python assets/train_classifier.py (needs "
-            f"{CONFIG_FILE} and {MODEL_FILE})"
+            f"{CONFIG_FILE} and the model weights it names)"
         )
-    config = json.loads(config_path.read_text())
     if config.get("kind") != CLASSIFIER_KIND:
         raise ValueError(f"{config_path} is not a {CLASSIFIER_KIND} config")
-    if hashlib.sha256(weights_path.read_bytes()).hexdigest() != config["files"][MODEL_FILE]:
+    if hashlib.sha256(weights_path.read_bytes()).hexdigest() != config["files"][name]:
         raise ValueError(f"{weights_path} does not match {config_path} (a different or damaged file)")
     model = DigitClassifier.from_config(config["model"])
     model.load_state_dict(load_file(str(weights_path)))

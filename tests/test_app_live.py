@@ -12,6 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from safetensors.torch import load_file
 
+from core.checkpoint import EMA_FILE, checkpoint_file
 from explorer.models import DEFAULT_MODEL
 from explorer.tabs.train import DEFAULT_DATASET, PRESETS
 
@@ -26,7 +27,7 @@ def weights(zip_path, tmp_path, name):
     folder = tmp_path / name
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(folder)
-    return load_file(str(folder / "ema.safetensors")), json.loads((folder / "config.json").read_text())
+    return load_file(str(checkpoint_file(folder, EMA_FILE))), json.loads((folder / "config.json").read_text())
 
 
 def test_train_download_upload_and_sample_through_the_api(app_url, tmp_path):

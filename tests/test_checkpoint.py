@@ -1,6 +1,12 @@
-"""Checkpoints: exact round trip, atomic saves, clear refusals of anything broken; never unpickle."""
+"""Checkpoints: exact round trip, atomic saves (a failure or a kill at any moment leaves a checkpoint that loads),
+clear refusals of anything broken; never unpickle."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -12,9 +18,11 @@ from core.checkpoint import (
     MODEL_FILE,
     STATE_FILE,
     CheckpointError,
+    checkpoint_file,
     load_checkpoint,
     load_training_state,
     save_checkpoint,
+    weight_file_role,
 )
 from core.schedules import make_schedule
 from core.unet import UNet
@@ -57,7 +65,8 @@ def test_round_trip_is_exact(tmp_path):
         assert all(torch.equal(entry[k], restored_state[index][k]) for k in ("exp_avg", "exp_avg_sq", "step"))
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
     assert config["package_version"] and config["model"]["type"] == "unet"
-    assert set(config["files"]) == {MODEL_FILE, EMA_FILE, STATE_FILE}
+    assert {weight_file_role(name) for name in config["files"]} == {MODEL_FILE, EMA_FILE, STATE_FILE}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_FILE, *config["files"]])
 
 
 def test_a_failure_mid_save_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
@@ -106,13 +115,19 @@ def rewrite_config(directory, change):
     (directory / CONFIG_FILE).write_text(json.dumps(config))
 
 
+def rehash(directory, path):
+    """Make config.json vouch for the file at `path` as it is now."""
+    rewrite_config(directory, lambda c: c["files"].update({path.name: checkpoint_module._sha256(path)}))
+
+
 def test_truncated_weights_are_refused(saved):
-    data = (saved / MODEL_FILE).read_bytes()
-    (saved / MODEL_FILE).write_bytes(data[: len(data) // 2])
+    weights = checkpoint_file(saved)
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"does not match config\.json"):
         load_checkpoint(saved)
     # even with a matching hash, a truncated safetensors file is refused by its header check
-    rewrite_config(saved, lambda c: c["files"].update({MODEL_FILE: checkpoint_module._sha256(saved / MODEL_FILE)}))
+    rehash(saved, weights)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_checkpoint(saved)
 
@@ -135,8 +150,9 @@ def test_nan_in_a_file_is_refused(saved, tmp_path):
     model = tiny_unet()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["input_conv.bias"][0] = float("nan")
-    checkpoint_module.save_file(state, str(saved / MODEL_FILE))
-    rewrite_config(saved, lambda c: c["files"].update({MODEL_FILE: checkpoint_module._sha256(saved / MODEL_FILE)}))
+    weights = checkpoint_file(saved)
+    checkpoint_module.save_file(state, str(weights))
+    rehash(saved, weights)
     with pytest.raises(CheckpointError, match="NaN or inf"):
         load_checkpoint(saved)
     assert not other.exists()
@@ -173,7 +189,7 @@ def test_a_pickle_is_never_loaded(saved):
             return (open, (str(marker), "w"))
 
     torch.save({"state": Exploit()}, saved / "model.pt")
-    (saved / MODEL_FILE).write_bytes((saved / "model.pt").read_bytes())
+    checkpoint_file(saved).write_bytes((saved / "model.pt").read_bytes())
     with pytest.raises(CheckpointError):
         load_checkpoint(saved)
     assert not marker.exists()
@@ -189,3 +205,76 @@ def test_saved_files_are_readable_by_others(saved):
 
     for path in saved.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+# A child process saves step 6 over a saved step 5 and SIGKILLs itself at one moment of the save: while a weight
+# file is half written, before each rename, or after the commit while it deletes the previous files.
+KILLED_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    import core.checkpoint as checkpoint_module
+    from core.schedules import make_schedule
+    from core.unet import UNet
+
+    directory, where, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    calls = {"write": 0, "replace": 0, "unlink": 0}
+
+    def die_at(kind, real):
+        def wrapped(*args, **kwargs):
+            calls[kind] += 1
+            if calls[kind] == count and kind == where:
+                if kind == "write":  # leave a half-written file, as a kill during the write would
+                    with open(args[1], "wb") as f:
+                        f.write(b"half")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        return wrapped
+
+    checkpoint_module.save_file = die_at("write", checkpoint_module.save_file)
+    os.replace = die_at("replace", os.replace)
+    checkpoint_module.Path.unlink = die_at("unlink", checkpoint_module.Path.unlink)
+    torch.manual_seed(6)
+    model = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+    config = {"schedule": make_schedule("cosine", 100).params, "objective": "v", "step": 6}
+    checkpoint_module.save_checkpoint(directory, model, config, ema_model=model)
+    print("not killed")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("where", "count", "survivor"),
+    [
+        ("write", 1, 5),  # the new model file half written
+        ("write", 2, 5),  # the new EMA file half written
+        ("replace", 2, 5),  # the model file in place under its new name, the EMA file not yet
+        ("replace", 3, 5),  # both weight files in place, config.json not yet replaced
+        ("unlink", 1, 6),  # committed; the previous files not yet deleted
+    ],
+)
+def test_a_save_killed_at_any_moment_leaves_a_checkpoint_that_loads(tmp_path, where, count, survivor):
+    save_checkpoint(tmp_path, tiny_unet(0), run_config(), ema_model=tiny_unet(1))
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_SAVE, str(tmp_path), where, str(count)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
+    loaded = load_checkpoint(tmp_path)  # config.json names complete files: the previous save's or the new one's
+    assert loaded.step == survivor
+    torch.manual_seed(6)
+    expected = (
+        tiny_unet(0) if survivor == 5 else UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+    )
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(expected.state_dict().values(), loaded.model.state_dict().values(), strict=True)
+    )
+    # what the killed save left behind is never read, and the next save into the folder removes it
+    save_checkpoint(tmp_path, tiny_unet(2), {**run_config(), "step": 7})
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_FILE, *config["files"]])
+    assert load_checkpoint(tmp_path).step == 7

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import core.checkpoint_archive as archive_module
-from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from core.checkpoint import EMA_FILE, MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint, weight_file_role
 from core.checkpoint_archive import pack_checkpoint, unpack_checkpoint
 from core.schedules import make_schedule
 from core.unet import UNet
@@ -27,7 +27,8 @@ def checkpoint_dir(tmp_path):
 def test_round_trip_gives_the_same_weights(checkpoint_dir, tmp_path):
     path = pack_checkpoint(checkpoint_dir, tmp_path / "run.zip")
     with zipfile.ZipFile(path) as archive:
-        assert sorted(archive.namelist()) == ["config.json", "ema.safetensors", "model.safetensors"]
+        names = archive.namelist()
+    assert names[0] == "config.json" and sorted(weight_file_role(name) for name in names[1:]) == [EMA_FILE, MODEL_FILE]
     restored = load_checkpoint(unpack_checkpoint(path, tmp_path / "back"))
     original = load_checkpoint(checkpoint_dir)
     for a, b in zip(original.model.state_dict().values(), restored.model.state_dict().values(), strict=True):
@@ -110,7 +111,8 @@ def test_incomplete_too_many_too_large_and_not_a_zip(checkpoint_dir, tmp_path, m
 
 def test_a_tampered_weight_file_is_caught_on_load(checkpoint_dir, tmp_path):
     members = {f.name: f.read_bytes() for f in checkpoint_dir.iterdir()}
-    members["model.safetensors"] = members["model.safetensors"][:-8] + b"\x00" * 8
+    weights = next(name for name in members if weight_file_role(name) == MODEL_FILE)
+    members[weights] = members[weights][:-8] + b"\x00" * 8
     folder = unpack_checkpoint(zip_with(tmp_path, members), tmp_path / "out")
     with pytest.raises(CheckpointError, match="does not match"):
         load_checkpoint(folder)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.checkpoint import EMA_FILE, MODEL_FILE, weight_file_role
 from explorer.models import DEFAULT_MODEL, PRETRAINED
 from explorer.sessions import SessionRegistry
 from explorer.tabs.sample import EACH_CLASS_CHOICE, NO_CLASS_CHOICE, SampleTab
@@ -61,7 +62,8 @@ def test_training_ends_with_a_checkpoint_and_a_private_model(registry):
     assert "Finished" in status and "step 6 of 6" in status and "Sample tab" in status
     assert preview is not None and loss_plot.data and lr_plot.data
     with zipfile.ZipFile(download) as archive:
-        assert sorted(archive.namelist()) == ["config.json", "ema.safetensors", "model.safetensors"]
+        names = archive.namelist()
+    assert names[0] == "config.json" and sorted(weight_file_role(name) for name in names[1:]) == [EMA_FILE, MODEL_FILE]
     sample_tab = SampleTab(registry)
     alice, bob = FakeRequest("alice"), FakeRequest("bob")
     mine = [n for n in sample_tab.model_menu(None, alice).choices if n[0].startswith("my model")]
