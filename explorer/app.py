@@ -60,7 +60,9 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
             sample_tab = sample.build_tab(registry)
         # a model trained (or stopped) in the Train tab appears in the Sample tab's menu
         train_tab.start_event.then(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False)
-        sample_page.select(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False)
+        sample_page.select(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False).then(
+            sample_tab.count_range, sample_tab.model, sample_tab.count, api_name=False
+        )
 
         def leave(request: gr.Request) -> None:
             registry.close(session_key(request))
@@ -78,10 +80,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_locally() -> tuple[gr.Blocks, str]:
-    """Build the app and serve it on 127.0.0.1 at a free port, with app.py's options, without blocking
-    (tests, benchmarks and the README screenshot). Returns (demo, url); call demo.close() when done."""
-    demo = build_app()
+def launch_locally(registry: SessionRegistry | None = None) -> tuple[gr.Blocks, str]:
+    """Build the app (with `registry`, else a fresh one) and serve it on 127.0.0.1 at a free port, with app.py's
+    options, without blocking (tests, benchmarks and the README screenshot). Returns (demo, url); call
+    demo.close() when done."""
+    demo = build_app(registry)
     port = free_port()
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS, **LAUNCH_OPTIONS

@@ -8,7 +8,8 @@ out, so two users never see each other's models or files.
 Heavy jobs are limited for the whole server in two ways:
 
 * admission: at most `max_jobs` runs are active; later ones wait in a first-come queue and are told
-  "busy, position N" until their turn (`JobTicket`);
+  "busy, position N" until their turn (`JobTicket`); beyond `max_waiting` waiting runs a new one is refused at
+  once with "the server is full, try again in a minute" (a queue that only grows helps nobody);
 * compute: every step of every active run (a training step, a preview, a sampling step) runs on one dedicated
   thread, `ComputeWorker`, in the order the steps were asked for, so the active runs take turns step by step.
   Two reasons. On a 2-core CPU two runs computing at once are not twice as slow but up to a hundred times (each
@@ -45,23 +46,34 @@ from core.training import available_cores
 LOCAL_SESSION = "local"  # the key of calls made without a Gradio request (tests, scripts)
 DEFAULT_IDLE_TIMEOUT = 3600.0  # seconds without any request before a session is closed
 MAX_JOBS_ENV = "DDPM_EXPLORER_MAX_JOBS"
+MAX_WAITING_ENV = "DDPM_EXPLORER_MAX_WAITING"
 # Gradio runs up to this many training and sampling callbacks at once (one concurrency group); inside them the
 # registry's own queue decides which may compute, and tells the others their place
 HEAVY_GROUP = "heavy"
 HEAVY_CONCURRENCY = 16
 
 
-def default_max_jobs() -> int:
-    """Active heavy runs at once: $DDPM_EXPLORER_MAX_JOBS, else 2 (they share the cores step by step anyway;
-    more only makes each slower)."""
-    value = os.environ.get(MAX_JOBS_ENV, "2")
+def _count_from_environment(name: str, default: int, minimum: int) -> int:
+    value = os.environ.get(name, str(default))
     try:
         count = int(value)
     except ValueError:
-        raise ValueError(f"{MAX_JOBS_ENV} must be a whole number >= 1, got {value!r}") from None
-    if count < 1:
-        raise ValueError(f"{MAX_JOBS_ENV} must be a whole number >= 1, got {value!r}")
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}") from None
+    if count < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return count
+
+
+def default_max_jobs() -> int:
+    """Active heavy runs at once: $DDPM_EXPLORER_MAX_JOBS, else 2 (they share the cores step by step anyway;
+    more only makes each slower)."""
+    return _count_from_environment(MAX_JOBS_ENV, 2, 1)
+
+
+def default_max_waiting() -> int:
+    """Heavy runs that may wait for a place: $DDPM_EXPLORER_MAX_WAITING, else 8 (with 2 active runs of a minute,
+    the last one waits about four minutes); later ones are refused with a message to try again."""
+    return _count_from_environment(MAX_WAITING_ENV, 8, 0)
 
 
 class JobRefused(RuntimeError):
@@ -139,12 +151,14 @@ class SessionRegistry:
         root: str | Path | None = None,
         *,
         max_jobs: int | None = None,
+        max_waiting: int | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_models_per_session: int = 8,
         compute_threads: int | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else Path(tempfile.gettempdir()) / "ddpm-explorer-sessions"
         self.max_jobs = max_jobs if max_jobs is not None else default_max_jobs()
+        self.max_waiting = max_waiting if max_waiting is not None else default_max_waiting()
         self.idle_timeout = idle_timeout
         self.max_models_per_session = max_models_per_session
         self.compute = ComputeWorker(compute_threads)
@@ -211,13 +225,15 @@ class SessionRegistry:
     # ---- heavy jobs -----------------------------------------------------------------------------------------
 
     def enter_queue(self, session: UserSession, kind: str) -> JobTicket:
-        """Queue a heavy job for this session; JobRefused if the session already has one."""
+        """Queue a heavy job for this session; JobRefused if the session already has one or the queue is full."""
         with self._lock:
             if session.job is not None:
                 raise JobRefused(
                     f"You already have a {session.job.kind} run going. Stop it (or let it finish) before "
                     f"starting {'another' if session.job.kind == kind else 'a ' + kind + ' run'}."
                 )
+            if len(self._active) >= self.max_jobs and len(self._waiting) >= self.max_waiting:
+                raise JobRefused(server_full_message(len(self._active), len(self._waiting), kind))
             ticket = JobTicket(session, kind)
             session.job = ticket
             self._waiting.append(ticket)
@@ -290,6 +306,14 @@ class SessionRegistry:
             while len(session.models) > self.max_models_per_session:
                 session.models.pop(next(iter(session.models)))
             return unique
+
+
+def server_full_message(active: int, waiting: int, kind: str) -> str:
+    """What a user reads when their run is refused because the queue is full."""
+    return (
+        f"The server is full: {active} runs are going and {waiting} are waiting, so your {kind} run was not "
+        "queued. Please try again in a minute (the other tabs work meanwhile)."
+    )
 
 
 def busy_message(position: int, kind: str) -> str:

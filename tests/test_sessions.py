@@ -6,7 +6,14 @@ import time
 
 import pytest
 
-from explorer.sessions import ComputeWorker, JobRefused, SessionRegistry, busy_message, default_max_jobs
+from explorer.sessions import (
+    ComputeWorker,
+    JobRefused,
+    SessionRegistry,
+    busy_message,
+    default_max_jobs,
+    default_max_waiting,
+)
 
 
 @pytest.fixture
@@ -41,6 +48,17 @@ def test_server_limit_queues_with_positions(registry):
     registry.leave(tickets[2])  # a waiting job can leave too
     registry.leave(tickets[1])
     assert registry.session("c").job is None
+
+
+def test_a_full_queue_refuses_new_runs_with_a_message_until_a_place_frees(tmp_path):
+    registry = SessionRegistry(tmp_path / "s", max_jobs=2, max_waiting=1, compute_threads=1)
+    served = [registry.enter_queue(registry.session(key), "training") for key in "abc"]
+    assert [registry.position(t) for t in served] == [0, 0, 1]
+    with pytest.raises(JobRefused, match=r"server is full: 2 runs are going and 1 are waiting.*try again in a minute"):
+        registry.enter_queue(registry.session("d"), "sampling")
+    assert registry.session("d").job is None  # the refused user holds nothing and can retry
+    registry.leave(served[0])  # c is admitted, the queue has room again
+    assert registry.position(registry.enter_queue(registry.session("d"), "sampling")) == 1
 
 
 def test_waiting_yields_positions_until_admitted(registry):
@@ -133,3 +151,9 @@ def test_max_jobs_from_the_environment(monkeypatch):
     monkeypatch.setenv("DDPM_EXPLORER_MAX_JOBS", "0")
     with pytest.raises(ValueError, match="whole number >= 1"):
         default_max_jobs()
+    assert default_max_waiting() == 8
+    monkeypatch.setenv("DDPM_EXPLORER_MAX_WAITING", "0")
+    assert default_max_waiting() == 0
+    monkeypatch.setenv("DDPM_EXPLORER_MAX_WAITING", "many")
+    with pytest.raises(ValueError, match="DDPM_EXPLORER_MAX_WAITING must be a whole number >= 0"):
+        default_max_waiting()

@@ -167,7 +167,6 @@ def build_tab() -> None:
             seed = gr.Number(
                 0,
                 label="Noise seed",
-                precision=0,
                 minimum=0,
                 maximum=MAX_SEED,
                 info="The same seed always gives the same noise pattern.",

@@ -117,6 +117,15 @@ class SampleTab:
         names = self.model_names(self._session(request))
         return gr.Dropdown(choices=names, value=current if current in names else DEFAULT_MODEL)
 
+    def count_range(self, name: str, request: gr.Request | None = None) -> gr.Slider:
+        """The sample-count slider's range for this model, keeping the user's value. The slider is built with the
+        server-wide bound (MAX_POINTS) so that a script may ask a 2D model for points without opening the page;
+        the page narrows it to MAX_IMAGES for image models when the tab opens, and check_request refuses more
+        than MAX_IMAGES images with a message either way."""
+        entry = self.resolve(name, self._session(request))
+        most, label = (MAX_POINTS, "Number of points") if entry.is_points else (MAX_IMAGES, "Number of images")
+        return gr.Slider(maximum=most, label=label)
+
     def describe_model(self, name: str, request: gr.Request | None = None) -> tuple:
         """When the model changes: its description, the class menu, the sample-count range, the paths plot."""
         entry = self.resolve(name, self._session(request))
@@ -354,8 +363,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
                 "like DDPM (cleaner digits here).",
             )
             with gr.Row():
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, info="Picks x_T.")
-                count = gr.Slider(1, MAX_IMAGES, value=DEFAULT_IMAGES, step=1, label="Number of images")
+                seed = gr.Number(0, label="Seed", minimum=0, maximum=MAX_SEED, info="Picks x_T.")
+                count = gr.Slider(1, MAX_POINTS, value=DEFAULT_IMAGES, step=1, label="Number of images")
             with gr.Group():
                 class_menu = gr.Dropdown(
                     [NO_CLASS_CHOICE],
@@ -430,7 +439,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             image_b = gr.Image(elem_classes=[PIXELATED], label="B: final samples", interactive=False, height=340)
         compare_caption = gr.Markdown()
 
-    tab.model = model
+    tab.model, tab.count = model, count
     request_inputs = [model, sampler, steps, eta, seed, count, class_menu, guidance]
     model.change(tab.describe_model, model, [about, class_menu, guidance, count, paths], api_name="describe_model")
     run.click(

@@ -279,12 +279,11 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                     label="Train for",
                     info="Wall-clock seconds or optimizer steps.",
                 )
-                length = gr.Number(60, label="How long", precision=0, minimum=1, info="Seconds or steps, as chosen.")
+                length = gr.Number(60, label="How long", minimum=1, info="Seconds or steps, as chosen.")
             with gr.Row():
                 batch_size = gr.Number(
                     DEFAULT_CONFIG.batch_size,
                     label="Batch size",
-                    precision=0,
                     minimum=1,
                     maximum=MAX_BATCH,
                     info="Pictures per step.",
@@ -298,7 +297,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                     maximum=0.9999,
                     info="Samples use a running average of the weights: smoother.",
                 )
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, info="Same seed, same run.")
+                seed = gr.Number(0, label="Seed", minimum=0, maximum=MAX_SEED, info="Same seed, same run.")
             conditional = gr.Checkbox(
                 False,
                 label="Class-conditional (for guidance)",
