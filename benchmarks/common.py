@@ -7,8 +7,10 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +20,35 @@ from PIL import Image, ImageDraw, ImageFont
 from core.training import available_cores
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+ROOT = RESULTS_PATH.parent.parent
+
+
+def start_server(env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen, str, float]:
+    """`python app.py` in a fresh process on 127.0.0.1, as a user starts it (with `env` added to the environment):
+    (process, url, seconds until its page answered)."""
+    from explorer.app import free_port
+
+    port = free_port()
+    env = {**os.environ, **(env or {}), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    start = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return server, url, time.perf_counter() - start
+        except OSError:
+            time.sleep(0.05)
+        if server.poll() is not None:
+            raise RuntimeError("python app.py exited before serving")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=30)
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int, min_calls: int, min_seconds: float = 0.0) -> list[float]:

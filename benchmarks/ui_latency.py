@@ -34,14 +34,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import busy_warning, command_line, machine_description, section_header, time_calls, write_section
+from common import (
+    busy_warning,
+    command_line,
+    machine_description,
+    section_header,
+    start_server,
+    stop_server,
+    time_calls,
+    write_section,
+)
 from PIL import Image
 
 from core.imaging import save_images
 from core.metrics import confident_fraction, evaluate_samples, real_floor
 from core.samplers import draw_noise, make_sampler, sample
 from core.training import available_cores
-from explorer.app import free_port
 from explorer.tabs import embedding, forward, schedules, unet
 from explorer.tabs.train import DEFAULT_CONFIG, DEFAULT_DATASET, PRESETS, training_config
 from explorer.training_run import train_live
@@ -157,34 +165,6 @@ def browser_slider_ms(repeats: int) -> list[float]:
         return durations[2:]
     finally:
         demo.close()
-
-
-def start_server() -> tuple[subprocess.Popen, str, float]:
-    """`python app.py` in a fresh process, as a user starts it: (process, url, seconds until its page answered)."""
-    import os
-    import urllib.request
-
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
-    start = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}/"
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return server, url, time.perf_counter() - start
-        except OSError:
-            time.sleep(0.05)
-        if server.poll() is not None:
-            raise RuntimeError("python app.py exited before serving")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def browser_live_tabs(repeats: int) -> dict[str, list[float]]:

@@ -186,6 +186,45 @@ def test_every_tab_in_chromium(app_url, page, artifacts, tmp_path):
     page.screenshot(path=str(artifacts / "tab_unet.png"), full_page=True)
 
 
+def wait_for_new_pictures(page, before: str) -> str:
+    page.wait_for_function(
+        "before => [...document.querySelectorAll('img')].filter(i => i.offsetParent).map(i => i.src).join() !== before",
+        arg=before,
+        timeout=30_000,
+    )
+    return ",".join(image_sources(page))
+
+
+def test_out_of_range_values_typed_in_the_page_get_a_message_and_are_clamped(app_url, page, artifacts):
+    """A t typed outside [0, 999] is refused by the server with its message on the page, then clamped by the slider
+    (its box shows 999 and the pictures follow); a negative seed is refused with its message and changes nothing."""
+    page.goto(app_url)
+    open_tab(page, "Forward process")
+    visible(page, "img").first.wait_for(timeout=30_000)
+    before = ""
+    while before != ",".join(image_sources(page)):  # wait until the tab's first pictures have settled
+        before = ",".join(image_sources(page))
+        page.wait_for_timeout(1500)
+    slider = page.get_by_label("range slider for Timestep t")
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "999")
+    t_box = page.get_by_label("number input for Timestep t", exact=True)
+    t_box.fill("5000")
+    t_box.press("Enter")
+    page.get_by_text("Value 5000 is greater than maximum value 999.").first.wait_for(timeout=30_000)
+    assert ",".join(image_sources(page)) == before, "the refused value must not change the pictures"
+    t_box.press("Tab")  # leaving the box clamps it
+    page.wait_for_function("box => box.value === '999'", arg=t_box.element_handle(), timeout=30_000)
+    assert slider.input_value() == "999"
+    clamped = wait_for_new_pictures(page, before)
+    seed = page.get_by_label("Noise seed", exact=True)
+    seed.fill("-5")
+    seed.press("Enter")
+    page.get_by_text("Value -5 is less than minimum value 0.").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    assert ",".join(image_sources(page)) == clamped
+    page.screenshot(path=str(artifacts / "forward_out_of_range.png"))
+
+
 def test_python_app_py_serves_on_the_port_from_the_environment():
     """The README's run command, as a user types it: `python app.py`, with Spaces' environment variables."""
     import os

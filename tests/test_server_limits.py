@@ -121,3 +121,49 @@ def test_stop_ends_training_and_leaving_frees_its_model(small_server):
     registry.close(client.session_hash)
     assert not folder.exists()
     assert live_tensor_bytes() - baseline < 100_000
+
+
+def test_closing_the_page_frees_the_users_session_and_folder(small_server, browser, artifacts):
+    """Gradio calls demo.unload when a page goes away; the registry then closes that user's session."""
+    demo, url = small_server
+    registry = demo.registry
+    before = set(registry.keys())
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Sample").click()
+    page.locator("#sample-run").click()
+    page.locator("#sample-progress").get_by_text("50 of 50").wait_for(timeout=60_000)
+    page.locator("#sample-gif").click()  # a file in the user's folder
+    (key,) = set(registry.keys()) - before
+    folder = registry.session(key).folder
+    deadline = time.monotonic() + 30
+    while not any(folder.glob("*.gif")):
+        assert time.monotonic() < deadline, "the GIF was never written"
+        time.sleep(0.1)
+    assert registry.session(key).trajectory is not None
+    page.screenshot(path=str(artifacts / "sample_before_leaving.png"))
+    context.close()  # the user closes the tab
+    deadline = time.monotonic() + 30
+    while key in registry:
+        assert time.monotonic() < deadline, "the session was not closed after the page went away"
+        time.sleep(0.1)
+    assert not folder.exists()
+
+
+def test_out_of_memory_in_training_is_a_message_and_the_app_keeps_serving(small_server, monkeypatch):
+    """The server runs in this process, so the training step can be made to run out of memory as a GPU would."""
+    from core.training import Trainer
+
+    demo, url = small_server
+    client = Client(url, verbose=False)
+
+    def exhausted(self, lr):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_step", exhausted)
+        with pytest.raises(Exception, match=r"Out of memory with batch size 16 .* Try a batch of 4"):
+            train(client, 5).result(timeout=120)
+    assert client.session_hash in demo.registry and demo.registry.session(client.session_hash).job is None
+    assert "Finished" in train(client, 1).result(timeout=120)[0]  # the same user, the same server, next try

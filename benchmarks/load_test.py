@@ -1,0 +1,256 @@
+"""Load test: `python app.py` in its own process, driven by N concurrent gradio_client clients on loopback.
+
+    python benchmarks/load_test.py                      # 8, then 16 clients for 60 s: a quarter train
+    python benchmarks/load_test.py --clients 24 --seconds 120 --no-write
+
+Each client is a separate user (its own session). Training clients start 10-second live trainings, sampling clients
+the Sample tab's default run (16 digits, DDIM 50); between heavy requests every client also asks for the Schedules
+tab's figures (a light request, which should stay quick while the heavy ones queue). Clients submit only during
+the window (--seconds); requests already sent are then awaited (at most --drain seconds). Nothing leaves
+127.0.0.1, and the server runs with its shipped limits (2 active heavy runs, 8 waiting, Gradio's queue of 64).
+
+Reported: requests per kind, completed, refused (with the server's message: "the server is full ... try again"),
+other errors, latency percentiles of completed requests (queue time included), the server's resident memory
+(idle, after warm-up, peak, at the end: read from /proc/<pid>/status, Linux only), and whether the server was still
+alive and serving afterwards. The table goes to RESULTS.md ("Load test").
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from common import (
+    busy_warning,
+    command_line,
+    machine_description,
+    section_header,
+    start_server,
+    stop_server,
+    write_section,
+)
+from gradio_client import Client
+
+from core.training import available_cores
+from explorer.models import DEFAULT_MODEL
+
+SECTION_HEADING = "## Load test (benchmarks/load_test.py)"
+REFUSAL = re.compile(r"server is full|try again|queue is full", re.IGNORECASE)
+
+
+@dataclass
+class Outcome:
+    kind: str  # "sample", "train" or "figures"
+    client: int
+    seconds: float
+    result: str  # "completed", "refused" or "error"
+    message: str = ""
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory field of /proc/<pid>/status in MB (VmRSS: resident now; VmHWM: the resident peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+class MemoryWatch(threading.Thread):
+    """Samples a process's resident memory every `interval` seconds until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.samples = pid, interval, []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.samples.append(memory_mb(self.pid))
+            except (OSError, KeyError):
+                return
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def heavy_call(client: Client, kind: str, train_seconds: int) -> None:
+    if kind == "train":
+        status = client.predict(
+            api_name="/train", upload=None, length_unit="seconds", length=train_seconds, batch_size=64
+        )[0]
+        if "Finished" not in status:
+            raise RuntimeError(f"training ended with: {status}")
+    else:
+        progress = client.predict(DEFAULT_MODEL, "DDIM", 50, 1.0, 0, 16, None, 1.0, api_name="/sample")[0]
+        if "50 of 50" not in progress:
+            raise RuntimeError(f"sampling ended with: {progress[:200]}")
+
+
+def light_call(client: Client) -> None:
+    client.predict(api_name="/schedule_figures")
+
+
+def timed(kind: str, index: int, call) -> Outcome:
+    start = time.perf_counter()
+    try:
+        call()
+    except Exception as error:  # gradio_client raises the server's gr.Error message as AppError
+        message = " ".join(str(error).split())[:300]
+        result = "refused" if REFUSAL.search(message) else "error"
+        return Outcome(kind, index, time.perf_counter() - start, result, message)
+    return Outcome(kind, index, time.perf_counter() - start, "completed")
+
+
+def client_loop(url: str, index: int, kind: str, until: float, train_seconds: int, outcomes: list[Outcome]) -> None:
+    """One user: alternate a heavy request of its kind and a light one until the window closes."""
+    client = Client(url, verbose=False)
+    while time.monotonic() < until:
+        outcomes.append(timed(kind, index, lambda: heavy_call(client, kind, train_seconds)))
+        if outcomes[-1].result == "refused":
+            time.sleep(2.0)  # as told: try again a little later
+        if time.monotonic() < until:
+            outcomes.append(timed("figures", index, lambda: light_call(client)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run(clients: int, seconds: float, train_share: float, train_seconds: int, drain: float) -> dict:
+    server, url, startup = start_server()
+    try:
+        idle = memory_mb(server.pid)
+        warm = Client(url, verbose=False)
+        heavy_call(warm, "sample", train_seconds)  # load the pretrained model once, as the first visitor does
+        light_call(warm)
+        warmed = memory_mb(server.pid)
+        watch = MemoryWatch(server.pid)
+        watch.start()
+        trainers = round(clients * train_share)
+        kinds = ["train"] * trainers + ["sample"] * (clients - trainers)
+        outcomes: list[Outcome] = []
+        until = time.monotonic() + seconds
+        threads = [
+            threading.Thread(target=client_loop, args=(url, i, kind, until, train_seconds, outcomes), daemon=True)
+            for i, kind in enumerate(kinds)
+        ]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=max(0.0, seconds + drain - (time.perf_counter() - began)))
+        stragglers = sum(thread.is_alive() for thread in threads)
+        elapsed = time.perf_counter() - began
+        watch.stop()
+        alive = server.poll() is None
+        health = timed("figures", -1, lambda: light_call(Client(url, verbose=False))) if alive else None
+        return {
+            "clients": clients,
+            "trainers": trainers,
+            "seconds": seconds,
+            "elapsed": elapsed,
+            "startup": startup,
+            "outcomes": list(outcomes),
+            "stragglers": stragglers,
+            "memory": {
+                "idle": idle,
+                "warmed": warmed,
+                "peak": max([warmed, *watch.samples, memory_mb(server.pid, "VmHWM")]) if alive else max(watch.samples),
+                "end": memory_mb(server.pid) if alive else float("nan"),
+            },
+            "alive": alive,
+            "health": health,
+        }
+    finally:
+        stop_server(server)
+
+
+def report(results: list[dict], train_seconds: int) -> list[str]:
+    """The section's tables: one row per (client count, request kind), then memory and refusals per run."""
+    first = results[0]
+    lines = [
+        f"Each run: a fresh `python app.py` with its shipped limits (2 active heavy runs, 8 waiting); a quarter of "
+        f"the clients train ({train_seconds}-s live runs), the others sample, and every one asks for the Schedules "
+        f"figures between heavy requests; they submit for {first['seconds']:.0f} s and the answers to what was "
+        "sent are awaited. Latencies are from the client's call to its answer (queueing included).",
+        "",
+        "| clients | request | sent | completed | refused | errors | p50 s | p95 s | max s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"sample": "sample (16 digits, DDIM 50)", "train": f"train ({train_seconds} s live)", "figures": "figures"}
+    for result in results:
+        for kind in ("sample", "train", "figures"):
+            mine = [o for o in result["outcomes"] if o.kind == kind]
+            done = [o.seconds for o in mine if o.result == "completed"]
+            count = collections.Counter(o.result for o in mine)
+            lines.append(
+                f"| {result['clients']} | {names[kind]} | {len(mine)} | {count['completed']} | {count['refused']} | "
+                f"{count['error']} | {percentile(done, 50):.2f} | {percentile(done, 95):.2f} | "
+                f"{max(done, default=float('nan')):.2f} |"
+            )
+    lines += [
+        "",
+        "| clients | server resident MB: idle | after first sample | peak | end | all answered after s | "
+        "server alive, then a new user's figures in s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        memory, health = result["memory"], result["health"]
+        alive = f"yes, {health.seconds:.2f} ({health.result})" if health else "NO (crashed)"
+        lines.append(
+            f"| {result['clients']} | {memory['idle']:.0f} | {memory['warmed']:.0f} | {memory['peak']:.0f} | "
+            f"{memory['end']:.0f} | {result['elapsed']:.0f} ({result['stragglers']} unanswered) | {alive} |"
+        )
+    lines.append("")
+    for result in results:
+        outcomes = result["outcomes"]
+        refusals = collections.Counter(re.sub(r"\d+", "N", o.message) for o in outcomes if o.result == "refused")
+        errors = collections.Counter(o.message for o in outcomes if o.result == "error")
+        waits = [o.seconds for o in outcomes if o.result == "refused"]
+        for message, n in refusals.most_common():
+            lines.append(
+                f"- {result['clients']} clients, refused {n}x (answered in {statistics.median(waits):.2f} s, median): "
+                f'"{message}"'
+            )
+        for message, n in errors.most_common():
+            lines.append(f'- {result["clients"]} clients, ERROR {n}x: "{message}"')
+        if not refusals and not errors:
+            lines.append(f"- {result['clients']} clients: no refusals, no errors.")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[8, 16], help="concurrent users, one run each")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long clients keep submitting")
+    parser.add_argument("--train-share", type=float, default=0.25, help="fraction of clients that train")
+    parser.add_argument("--train-seconds", type=int, default=10, help="length of each live training")
+    parser.add_argument("--drain", type=float, default=600.0, help="seconds to wait for answers after the window")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
+    args = parser.parse_args()
+    if min(args.clients) < 1 or args.seconds <= 0 or not 0 <= args.train_share <= 1:
+        parser.error("need --clients >= 1, --seconds > 0 and --train-share in [0, 1]")
+    warning = busy_warning()
+    results = []
+    for clients in args.clients:
+        results.append(run(clients, args.seconds, args.train_share, args.train_seconds, args.drain))
+        print(f"{clients} clients: {len(results[-1]['outcomes'])} requests", flush=True)
+    machine = machine_description(available_cores(), "server and clients on the same machine, loopback")
+    lines = section_header(SECTION_HEADING, machine, command_line(), warning) + report(results, args.train_seconds)
+    print("\n".join(lines))
+    if not args.no_write:
+        write_section(SECTION_HEADING, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
