@@ -1,6 +1,6 @@
 """Load test: `python app.py` in its own process, driven by N concurrent gradio_client clients on loopback.
 
-    python benchmarks/load_test.py                      # 8, then 16 clients for 60 s: a quarter train
+    python benchmarks/load_test.py                      # 1, 8, then 16 clients for 60 s: a quarter train
     python benchmarks/load_test.py --clients 24 --seconds 120 --no-write
 
 Each client is a separate user (its own session). Training clients start 10-second live trainings, sampling clients
@@ -10,7 +10,8 @@ the window (--seconds); requests already sent are then awaited (at most --drain 
 127.0.0.1, and the server runs with its shipped limits (2 active heavy runs, 8 waiting, Gradio's queue of 64).
 
 Reported: requests per kind, completed, refused (with the server's message: "the server is full ... try again"),
-other errors, latency percentiles of completed requests (queue time included), the server's resident memory
+other errors, latency percentiles of completed requests (queue time included; clients do not download the
+pictures, so that the harness takes little of the cores it shares with the server), the server's resident memory
 (idle, after warm-up, peak, at the end: read from /proc/<pid>/status, Linux only), and whether the server was still
 alive and serving afterwards. The table goes to RESULTS.md ("Load test").
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import re
 import statistics
 import threading
@@ -113,7 +115,7 @@ def timed(kind: str, index: int, call) -> Outcome:
 
 def client_loop(url: str, index: int, kind: str, until: float, train_seconds: int, outcomes: list[Outcome]) -> None:
     """One user: alternate a heavy request of its kind and a light one until the window closes."""
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)
     while time.monotonic() < until:
         outcomes.append(timed(kind, index, lambda: heavy_call(client, kind, train_seconds)))
         if outcomes[-1].result == "refused":
@@ -130,7 +132,7 @@ def run(clients: int, seconds: float, train_share: float, train_seconds: int, dr
     server, url, startup = start_server()
     try:
         idle = memory_mb(server.pid)
-        warm = Client(url, verbose=False)
+        warm = Client(url, verbose=False, download_files=False)
         heavy_call(warm, "sample", train_seconds)  # load the pretrained model once, as the first visitor does
         light_call(warm)
         warmed = memory_mb(server.pid)
@@ -153,7 +155,11 @@ def run(clients: int, seconds: float, train_share: float, train_seconds: int, dr
         elapsed = time.perf_counter() - began
         watch.stop()
         alive = server.poll() is None
-        health = timed("figures", -1, lambda: light_call(Client(url, verbose=False))) if alive else None
+        health = (
+            timed("figures", -1, lambda: light_call(Client(url, verbose=False, download_files=False)))
+            if alive
+            else None
+        )
         return {
             "clients": clients,
             "trainers": trainers,
@@ -184,19 +190,31 @@ def report(results: list[dict], train_seconds: int) -> list[str]:
         f"figures between heavy requests; they submit for {first['seconds']:.0f} s and the answers to what was "
         "sent are awaited. Latencies are from the client's call to its answer (queueing included).",
         "",
-        "| clients | request | sent | completed | refused | errors | p50 s | p95 s | max s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| clients | request | sent | completed | refused | errors | p50 s | p95 s | max s | p50 / one client's |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    alone = next((r for r in results if r["clients"] == 1), None)
+    alone_p50 = (
+        {
+            kind: percentile([o.seconds for o in alone["outcomes"] if o.kind == kind and o.result == "completed"], 50)
+            for kind in ("sample", "train", "figures")
+        }
+        if alone
+        else {}
+    )
     names = {"sample": "sample (16 digits, DDIM 50)", "train": f"train ({train_seconds} s live)", "figures": "figures"}
     for result in results:
         for kind in ("sample", "train", "figures"):
             mine = [o for o in result["outcomes"] if o.kind == kind]
+            if not mine:
+                continue
+            ratio = percentile([o.seconds for o in mine if o.result == "completed"], 50) / alone_p50.get(kind, math.nan)
             done = [o.seconds for o in mine if o.result == "completed"]
             count = collections.Counter(o.result for o in mine)
             lines.append(
                 f"| {result['clients']} | {names[kind]} | {len(mine)} | {count['completed']} | {count['refused']} | "
                 f"{count['error']} | {percentile(done, 50):.2f} | {percentile(done, 95):.2f} | "
-                f"{max(done, default=float('nan')):.2f} |"
+                f"{max(done, default=float('nan')):.2f} | {'-' if math.isnan(ratio) else f'{ratio:.1f}x'} |"
             )
     lines += [
         "",
@@ -231,7 +249,9 @@ def report(results: list[dict], train_seconds: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, nargs="+", default=[8, 16], help="concurrent users, one run each")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[1, 8, 16], help="concurrent users, one run each (1: the baseline)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="how long clients keep submitting")
     parser.add_argument("--train-share", type=float, default=0.25, help="fraction of clients that train")
     parser.add_argument("--train-seconds", type=int, default=10, help="length of each live training")
@@ -241,11 +261,11 @@ def main() -> None:
     if min(args.clients) < 1 or args.seconds <= 0 or not 0 <= args.train_share <= 1:
         parser.error("need --clients >= 1, --seconds > 0 and --train-share in [0, 1]")
     warning = busy_warning()
+    machine = machine_description(available_cores(), "server and clients on the same machine, loopback")
     results = []
     for clients in args.clients:
         results.append(run(clients, args.seconds, args.train_share, args.train_seconds, args.drain))
         print(f"{clients} clients: {len(results[-1]['outcomes'])} requests", flush=True)
-    machine = machine_description(available_cores(), "server and clients on the same machine, loopback")
     lines = section_header(SECTION_HEADING, machine, command_line(), warning) + report(results, args.train_seconds)
     print("\n".join(lines))
     if not args.no_write:
