@@ -7,7 +7,7 @@ Each client is a separate user (its own session). Training clients start 10-seco
 the Sample tab's default run (16 digits, DDIM 50); between heavy requests every client also asks for the Schedules
 tab's figures (a light request, which should stay quick while the heavy ones queue). Clients submit only during
 the window (--seconds); requests already sent are then awaited (at most --drain seconds). Nothing leaves
-127.0.0.1, and the server runs with its shipped limits (2 active heavy runs, 8 waiting, Gradio's queue of 64).
+127.0.0.1, and the server runs with its shipped limits (2 active and 8 waiting runs of each kind, Gradio's queue of 64).
 
 Reported: requests per kind, completed, refused (with the server's message: "the server is full ... try again"),
 other errors, latency percentiles of completed requests (queue time included; clients do not download the
@@ -185,7 +185,8 @@ def report(results: list[dict], train_seconds: int) -> list[str]:
     """The section's tables: one row per (client count, request kind), then memory and refusals per run."""
     first = results[0]
     lines = [
-        f"Each run: a fresh `python app.py` with its shipped limits (2 active heavy runs, 8 waiting); a quarter of "
+        f"Each run: a fresh `python app.py` with its shipped limits (2 active and 8 waiting runs of each kind: "
+        f"training, sampling); a quarter of "
         f"the clients train ({train_seconds}-s live runs), the others sample, and every one asks for the Schedules "
         f"figures between heavy requests; they submit for {first['seconds']:.0f} s and the answers to what was "
         "sent are awaited. Latencies are from the client's call to its answer (queueing included).",

@@ -7,11 +7,14 @@ out, so two users never see each other's models or files.
 
 Heavy jobs are limited for the whole server in two ways:
 
-* admission: at most `max_jobs` runs are active; later ones wait in a first-come queue and are told
-  "busy, position N" until their turn (`JobTicket`); beyond `max_waiting` waiting runs a new one is refused at
-  once with "the server is full, try again in a minute" (a queue that only grows helps nobody);
+* admission: at most `max_jobs` runs of each kind (training, sampling) are active; later ones wait in a
+  first-come queue of their kind and are told "busy, position N" until their turn (`JobTicket`); beyond
+  `max_waiting` waiting runs of a kind a new one is refused at once with "the server is full, try again in a
+  minute" (a queue that only grows helps nobody). Kinds have places of their own so that a 16-picture sample (a
+  second) never waits behind two minute-long trainings;
 * compute: every step of every active run (a training step, a preview, a sampling step) runs on one dedicated
-  thread, `ComputeWorker`, in the order the steps were asked for, so the active runs take turns step by step.
+  thread, `ComputeWorker`, sampling steps before training steps and otherwise in the order they were asked for,
+  so the active runs take turns step by step (and a sample is not slowed by a training: shortest job first).
   Two reasons. On a 2-core CPU two runs computing at once are not twice as slow but up to a hundred times (each
   one's OpenMP threads spin-wait for cores the other holds). And PyTorch's OpenMP pool belongs to the thread that
   calls it: Gradio advances a generator on whichever of its worker threads is free, every such thread brought its
@@ -26,14 +29,16 @@ A session is closed (its run asked to stop, its models dropped, its folder delet
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import queue
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +56,7 @@ MAX_WAITING_ENV = "DDPM_EXPLORER_MAX_WAITING"
 # registry's own queue decides which may compute, and tells the others their place
 HEAVY_GROUP = "heavy"
 HEAVY_CONCURRENCY = 16
+PRIORITY = {"sampling": 0, "training": 1}  # the compute worker runs the lower first: sampling runs are short
 
 
 def _count_from_environment(name: str, default: int, minimum: int) -> int:
@@ -65,14 +71,15 @@ def _count_from_environment(name: str, default: int, minimum: int) -> int:
 
 
 def default_max_jobs() -> int:
-    """Active heavy runs at once: $DDPM_EXPLORER_MAX_JOBS, else 2 (they share the cores step by step anyway;
-    more only makes each slower)."""
+    """Active heavy runs of each kind at once: $DDPM_EXPLORER_MAX_JOBS, else 2 (they share the cores step by step
+    anyway; more only makes each slower)."""
     return _count_from_environment(MAX_JOBS_ENV, 2, 1)
 
 
 def default_max_waiting() -> int:
-    """Heavy runs that may wait for a place: $DDPM_EXPLORER_MAX_WAITING, else 8 (with 2 active runs of a minute,
-    the last one waits about four minutes); later ones are refused with a message to try again."""
+    """Heavy runs of each kind that may wait for a place: $DDPM_EXPLORER_MAX_WAITING, else 8 (with 2 active
+    trainings of a minute, the last one waits about four minutes); later ones are refused with a message to try
+    again."""
     return _count_from_environment(MAX_WAITING_ENV, 8, 0)
 
 
@@ -84,23 +91,45 @@ T = TypeVar("T")
 
 
 class ComputeWorker:
-    """One thread that runs every heavy step, first come first served: `worker(fn)` runs fn() there and returns
-    its result (or raises its exception) in the calling thread. It computes with `threads` OpenMP threads (default:
-    one per available core); call `single_thread_elsewhere()` once it exists so that every other thread of the
-    process computes alone (see the module docstring)."""
+    """One thread that runs every heavy step: `worker(fn)` runs fn() there and returns its result (or raises its
+    exception) in the calling thread. Steps wait in a priority queue: a lower `priority` first, equal priorities
+    in arrival order (`lane(priority)` is a `worker` for one priority). Sampling steps go before training steps
+    (shortest job first: a sample done twice as fast costs a concurrent training the same number of steps as
+    sharing would, see `PRIORITY`). It computes with `threads` OpenMP threads (default: one per available core);
+    call `single_thread_elsewhere()` once it exists so that every other thread of the process computes alone (see
+    the module docstring)."""
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or available_cores()
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="ddpm-explorer-compute", initializer=self._claim_cores
-        )  # its thread starts with the first step
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._arrivals = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
-    def _claim_cores(self) -> None:
+    def _serve(self) -> None:
         torch.set_num_threads(self.threads)
         torch.ones(1 << 17).add_(1)  # a parallel op: this thread's OpenMP pool is made now, with `threads`
+        while True:
+            _, _, fn, future = self._queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as error:  # handed to the caller, who raises it
+                    future.set_exception(error)
+            del fn, future  # a finished step's closure (and its tensors) must not live on until the next step
 
-    def __call__(self, fn: Callable[[], T]) -> T:
-        return self._executor.submit(fn).result()
+    def __call__(self, fn: Callable[[], T], priority: int = 0) -> T:
+        with self._start_lock:  # the thread starts with the first step
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="ddpm-explorer-compute", daemon=True)
+                self._thread.start()
+        future: Future = Future()
+        self._queue.put((priority, next(self._arrivals), fn, future))
+        return future.result()
+
+    def lane(self, priority: int) -> Callable[[Callable[[], T]], T]:
+        """A `worker` whose steps all have this priority."""
+        return functools.partial(self, priority=priority)
 
 
 def single_thread_elsewhere() -> None:
@@ -232,20 +261,25 @@ class SessionRegistry:
                     f"You already have a {session.job.kind} run going. Stop it (or let it finish) before "
                     f"starting {'another' if session.job.kind == kind else 'a ' + kind + ' run'}."
                 )
-            if len(self._active) >= self.max_jobs and len(self._waiting) >= self.max_waiting:
-                raise JobRefused(server_full_message(len(self._active), len(self._waiting), kind))
+            active, waiting = self._count(self._active, kind), self._count(self._waiting, kind)
+            if active >= self.max_jobs and waiting >= self.max_waiting:
+                raise JobRefused(server_full_message(active, waiting, kind))
             ticket = JobTicket(session, kind)
             session.job = ticket
             self._waiting.append(ticket)
             self._admit()
             return ticket
 
+    @staticmethod
+    def _count(tickets: list[JobTicket], kind: str) -> int:
+        return sum(ticket.kind == kind for ticket in tickets)
+
     def position(self, ticket: JobTicket) -> int:
-        """0 when the job may run; otherwise its 1-based place in the queue."""
+        """0 when the job may run; otherwise its 1-based place in the queue of its kind."""
         with self._lock:
-            if ticket in self._active:
+            if ticket in self._active or ticket not in self._waiting:
                 return 0
-            return self._waiting.index(ticket) + 1 if ticket in self._waiting else 0
+            return self._count(self._waiting[: self._waiting.index(ticket)], ticket.kind) + 1
 
     def wait_turn(self, ticket: JobTicket, timeout: float) -> int:
         """Wait up to `timeout` seconds for the job's turn (or a stop); returns position() afterwards."""
@@ -272,9 +306,15 @@ class SessionRegistry:
             self._admit()
 
     def _admit(self) -> None:  # with self._lock held
-        while self._waiting and len(self._active) < self.max_jobs:
-            self._active.append(self._waiting.pop(0))
+        for ticket in list(self._waiting):  # first come first served, within each kind
+            if self._count(self._active, ticket.kind) < self.max_jobs:
+                self._waiting.remove(ticket)
+                self._active.append(ticket)
         self._changed.notify_all()
+
+    def compute_for(self, kind: str) -> Callable[[Callable[[], T]], T]:
+        """The compute worker's lane for a run of this kind (see PRIORITY)."""
+        return self.compute.lane(PRIORITY[kind])
 
     @contextmanager
     def job(self, session: UserSession, kind: str) -> Iterator[JobTicket]:
@@ -311,8 +351,8 @@ class SessionRegistry:
 def server_full_message(active: int, waiting: int, kind: str) -> str:
     """What a user reads when their run is refused because the queue is full."""
     return (
-        f"The server is full: {active} runs are going and {waiting} are waiting, so your {kind} run was not "
-        "queued. Please try again in a minute (the other tabs work meanwhile)."
+        f"The server is full: {active} {kind} runs are going and {waiting} are waiting, so yours was not queued. "
+        "Please try again in a minute (the other tabs work meanwhile)."
     )
 
 

@@ -83,7 +83,7 @@ def test_stop_ends_sampling_within_one_update_and_leaving_frees_everything(small
     client = Client(url, verbose=False)
     job = client.submit(DEFAULT_MODEL, "DDPM", 1000, 1.0, 0, 64, None, 1.0, api_name="/sample")
     deadline = time.monotonic() + 60
-    while len(job.outputs()) < 3:
+    while len(job.outputs()) < 10:
         assert not job.done() and time.monotonic() < deadline, "1000 DDPM steps of 64 digits cannot be over already"
         time.sleep(0.05)
     held = live_tensor_bytes() - baseline  # the run's noise, predictions and trajectory
@@ -92,7 +92,7 @@ def test_stop_ends_sampling_within_one_update_and_leaving_frees_everything(small
     final = job.result(timeout=30)
     assert time.perf_counter() - asked < 5
     assert "stopped" in final[0].lower() and "of 1000" in final[0]
-    assert held > 1_000_000, "the measure must see the run's tensors"
+    assert held > 500_000, "the measure must see the run's tensors (64 noisy pictures alone are 262 kB)"
 
     registry.close(client.session_hash)  # what the page's unload does
     assert live_tensor_bytes() - baseline < 100_000

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from explorer.sessions import (
+    PRIORITY,
     ComputeWorker,
     JobRefused,
     SessionRegistry,
@@ -54,11 +55,25 @@ def test_a_full_queue_refuses_new_runs_with_a_message_until_a_place_frees(tmp_pa
     registry = SessionRegistry(tmp_path / "s", max_jobs=2, max_waiting=1, compute_threads=1)
     served = [registry.enter_queue(registry.session(key), "training") for key in "abc"]
     assert [registry.position(t) for t in served] == [0, 0, 1]
-    with pytest.raises(JobRefused, match=r"server is full: 2 runs are going and 1 are waiting.*try again in a minute"):
-        registry.enter_queue(registry.session("d"), "sampling")
+    full = (
+        r"server is full: 2 training runs are going and 1 are waiting, so yours was not queued.*try again in a minute"
+    )
+    with pytest.raises(JobRefused, match=full):
+        registry.enter_queue(registry.session("d"), "training")
     assert registry.session("d").job is None  # the refused user holds nothing and can retry
     registry.leave(served[0])  # c is admitted, the queue has room again
-    assert registry.position(registry.enter_queue(registry.session("d"), "sampling")) == 1
+    assert registry.position(registry.enter_queue(registry.session("d"), "training")) == 1
+
+
+def test_sampling_has_places_of_its_own_beside_long_trainings(tmp_path):
+    """A one-second sample must not wait behind minute-long trainings: each kind has max_jobs places and its own
+    queue (positions count within the kind)."""
+    registry = SessionRegistry(tmp_path / "s", max_jobs=1, max_waiting=1, compute_threads=1)
+    training = [registry.enter_queue(registry.session(key), "training") for key in "ab"]
+    sampling = [registry.enter_queue(registry.session(key), "sampling") for key in "cd"]
+    assert [registry.position(t) for t in training + sampling] == [0, 1, 0, 1]
+    registry.leave(sampling[0])
+    assert registry.position(sampling[1]) == 0 and registry.position(training[1]) == 1
 
 
 def test_waiting_yields_positions_until_admitted(registry):
@@ -135,6 +150,28 @@ def test_compute_worker_runs_every_step_on_one_thread_in_arrival_order():
     assert [x for x in order if not isinstance(x, tuple)] == [0, 1, 2, 3, 4]
     assert sorted(x[1] for x in order if isinstance(x, tuple)) == [0, 1, 4, 9, 16]
     assert len(threads) == 1 and threading.get_ident() not in threads
+
+
+def test_compute_worker_runs_waiting_sampling_steps_before_training_steps():
+    worker, order = ComputeWorker(threads=1), []
+    gate = threading.Event()
+    blocker = threading.Thread(target=worker, args=(gate.wait,))  # holds the worker until the others queue up
+    blocker.start()
+    callers = []
+    for name, priority in [
+        ("train 1", PRIORITY["training"]),
+        ("sample 1", PRIORITY["sampling"]),
+        ("train 2", PRIORITY["training"]),
+        ("sample 2", PRIORITY["sampling"]),
+    ]:
+        lane = worker.lane(priority)
+        callers.append(threading.Thread(target=lane, args=(lambda name=name: order.append(name),)))
+        callers[-1].start()
+        time.sleep(0.05)  # a known order of arrival
+    gate.set()
+    for thread in [blocker, *callers]:
+        thread.join(timeout=10)
+    assert order == ["sample 1", "sample 2", "train 1", "train 2"]
 
 
 def test_compute_worker_raises_the_step_error_in_the_caller():

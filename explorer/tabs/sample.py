@@ -198,7 +198,10 @@ class SampleTab:
             trajectory = None
             shown = 0.0
             for step, trajectory in sample_request(  # noqa: B007 (the last trajectory is used below)
-                entry, checked, compute=self.registry.compute, stop=lambda: ticket.stop_requested or session.closed
+                entry,
+                checked,
+                compute=self.registry.compute_for("sampling"),
+                stop=lambda: ticket.stop_requested or session.closed,
             ):
                 last = step.index + 1 == checked.settings.steps
                 if not last and time.perf_counter() - shown < FRAME_INTERVAL:
@@ -293,7 +296,11 @@ class SampleTab:
                 shown = 0.0
                 trajectory = None
                 for step, trajectory in sample_request(  # noqa: B007 (the last trajectory is used below)
-                    entry, checked, settings, compute=self.registry.compute, stop=lambda: ticket.stop_requested
+                    entry,
+                    checked,
+                    settings,
+                    compute=self.registry.compute_for("sampling"),
+                    stop=lambda: ticket.stop_requested,
                 ):
                     if time.perf_counter() - shown < FRAME_INTERVAL * 4:
                         continue

@@ -201,7 +201,9 @@ class TrainTab:
             yield _nothing_new("Loading the data and building the model…")
             try:
                 for update in train_live(
-                    config, compute=self.registry.compute, stop=lambda: ticket.stop_requested or session.closed
+                    config,
+                    compute=self.registry.compute_for("training"),
+                    stop=lambda: ticket.stop_requested or session.closed,
                 ):
                     if not update.done:
                         yield _training_outputs(update, status_line(update))
