@@ -152,26 +152,37 @@ def test_compute_worker_runs_every_step_on_one_thread_in_arrival_order():
     assert len(threads) == 1 and threading.get_ident() not in threads
 
 
-def test_compute_worker_runs_waiting_sampling_steps_before_training_steps():
-    worker, order = ComputeWorker(threads=1), []
-    gate = threading.Event()
+def queued_order(worker: ComputeWorker, steps: list[tuple[str, int]]) -> list[str]:
+    """The order in which the worker runs `steps` (name, priority), all queued while it is busy."""
+    order, gate = [], threading.Event()
+    worker(lambda: None)  # the worker's thread is up and idle
     blocker = threading.Thread(target=worker, args=(gate.wait,))  # holds the worker until the others queue up
     blocker.start()
+    time.sleep(0.05)
     callers = []
-    for name, priority in [
-        ("train 1", PRIORITY["training"]),
-        ("sample 1", PRIORITY["sampling"]),
-        ("train 2", PRIORITY["training"]),
-        ("sample 2", PRIORITY["sampling"]),
-    ]:
-        lane = worker.lane(priority)
-        callers.append(threading.Thread(target=lane, args=(lambda name=name: order.append(name),)))
+    for name, priority in steps:
+        callers.append(threading.Thread(target=worker.lane(priority), args=(lambda name=name: order.append(name),)))
         callers[-1].start()
-        time.sleep(0.05)  # a known order of arrival
+        time.sleep(0.02)  # a known order of arrival
     gate.set()
     for thread in [blocker, *callers]:
         thread.join(timeout=10)
-    assert order == ["sample 1", "sample 2", "train 1", "train 2"]
+    return order
+
+
+def test_compute_worker_runs_waiting_sampling_steps_before_training_steps():
+    train, sample = PRIORITY["training"], PRIORITY["sampling"]
+    order = queued_order(ComputeWorker(threads=1), [("t1", train), ("s1", sample), ("t2", train), ("s2", sample)])
+    assert order == ["s1", "s2", "t1", "t2"]
+
+
+def test_compute_worker_never_starves_training():
+    """After FAVOURED_STREAK sampling steps in a row with training waiting, one training step runs."""
+    train, sample = PRIORITY["training"], PRIORITY["sampling"]
+    steps = [("t1", train), ("t2", train)] + [(f"s{i}", sample) for i in range(1, 11)]
+    order = queued_order(ComputeWorker(threads=1), steps)
+    assert ComputeWorker.FAVOURED_STREAK == 4
+    assert order == ["s1", "s2", "s3", "s4", "t1", "s5", "s6", "s7", "s8", "t2", "s9", "s10"]
 
 
 def test_compute_worker_raises_the_step_error_in_the_caller():
