@@ -128,6 +128,8 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
 
     # Sample: run the default, scrub the replay slider, export the GIF
     page.get_by_role("tab", name="Sample").click()
+    count_max = "label => document.querySelector(`input[aria-label='range slider for ${label}']`)?.max"
+    page.wait_for_function(f"() => ({count_max})('Number of images') === '64'", timeout=30_000)  # images: 64
     page.locator("#sample-run").click()
     page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
     assert "50 of 50 steps" in page.locator("#sample-progress").inner_text()
@@ -152,6 +154,7 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
     page.keyboard.type("moons")
     page.get_by_role("option", name="2D moons (pretrained)").click()
     page.get_by_text("moons, tiny network").wait_for(timeout=10_000)
+    page.wait_for_function(f"() => ({count_max})('Number of points') === '2000'", timeout=30_000)  # points: 2000
     page.locator("#sample-run").click()
     page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
     page.wait_for_function(
