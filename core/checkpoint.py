@@ -282,20 +282,23 @@ def _check_fit(name: str, shapes: dict[str, tuple[int, ...]], expected: dict[str
             raise CheckpointError(f"{name}: {key} has shape {shape}, the model needs {expected[key]}")
 
 
-def _check_weights_fit_config(directory: Path, config: dict) -> None:
-    """Build the config's model on the meta device (no memory) and compare its tensor shapes with the weight
-    files' headers, so a config that asks for an enormous network next to small weights is refused before
-    anything is allocated."""
+def _verified_weights_that_fit(directory: Path, config: dict) -> dict[str, Path]:
+    """The model's (and the EMA's, if any) weight files, verified by hash, by role. Their headers' shapes are
+    compared with the config's model built on the meta device (no memory), so a config that asks for an enormous
+    network next to small weights is refused before anything is allocated."""
     with torch.device("meta"):
         skeleton = build_model(config["model"])
     expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    paths = {}
     for role in (MODEL_FILE, EMA_FILE):
         if role == MODEL_FILE or named_weight_file(config, role):
-            _check_fit(role, _header_shapes(_verified_path(directory, role, config)), expected)
+            paths[role] = _verified_path(directory, role, config)
+            _check_fit(role, _header_shapes(paths[role]), expected)
+    return paths
 
 
-def _load_tensors(directory: Path, name: str, config: dict) -> tuple[dict[str, Tensor], dict[str, str]]:
-    path = _verified_path(directory, name, config)
+def _load_tensors(path: Path, name: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and metadata of a weight file already verified by `_verified_path`."""
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
@@ -355,13 +358,13 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         schedule = schedule_from_params(config["schedule"])
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"schedule in {CONFIG_FILE} is invalid: {error}") from error
-    _check_weights_fit_config(directory, config)
+    paths = _verified_weights_that_fit(directory, config)
     model = build_model(config["model"])
-    _load_weights(model, _load_tensors(directory, MODEL_FILE, config)[0], MODEL_FILE)
+    _load_weights(model, _load_tensors(paths[MODEL_FILE], MODEL_FILE)[0], MODEL_FILE)
     ema_model = None
-    if named_weight_file(config, EMA_FILE):
+    if EMA_FILE in paths:
         ema_model = build_model(config["model"])
-        _load_weights(ema_model, _load_tensors(directory, EMA_FILE, config)[0], EMA_FILE)
+        _load_weights(ema_model, _load_tensors(paths[EMA_FILE], EMA_FILE)[0], EMA_FILE)
         ema_model.to(device).eval().requires_grad_(False)
     return Checkpoint(directory, config, model.to(device), ema_model, schedule)
 
@@ -372,7 +375,7 @@ def load_training_state(directory: str | Path, optimizer: torch.optim.Optimizer 
     config = read_config(directory)
     if not named_weight_file(config, STATE_FILE):
         raise CheckpointError(f"{directory} has no training state to resume from (saved without optimizer)")
-    tensors, metadata = _load_tensors(directory, STATE_FILE, config)
+    tensors, metadata = _load_tensors(_verified_path(directory, STATE_FILE, config), STATE_FILE)
     if optimizer is not None:
         try:
             restore_optimizer(optimizer, tensors, json.loads(metadata["optimizer"]))
