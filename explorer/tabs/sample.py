@@ -92,6 +92,12 @@ def progress_html(done: int, total: int, text: str) -> str:
     )
 
 
+def count_slider(entry: ModelEntry, value: int | None = None) -> gr.Slider:
+    """The sample-count slider's update for this model: its bound and label (and `value`, if given)."""
+    most, label = (MAX_POINTS, "Number of points") if entry.is_points else (MAX_IMAGES, "Number of images")
+    return gr.Slider(maximum=most, label=label, **({} if value is None else {"value": value}))
+
+
 class SampleTab:
     """The Sample tab's callbacks, bound to one SessionRegistry."""
 
@@ -122,19 +128,13 @@ class SampleTab:
         server-wide bound (MAX_POINTS) so that a script may ask a 2D model for points without opening the page;
         the page narrows it to MAX_IMAGES for image models when the tab opens, and check_request refuses more
         than MAX_IMAGES images with a message either way."""
-        entry = self.resolve(name, self._session(request))
-        most, label = (MAX_POINTS, "Number of points") if entry.is_points else (MAX_IMAGES, "Number of images")
-        return gr.Slider(maximum=most, label=label)
+        return count_slider(self.resolve(name, self._session(request)))
 
     def describe_model(self, name: str, request: gr.Request | None = None) -> tuple:
         """When the model changes: its description, the class menu, the sample-count range, the paths plot."""
         entry = self.resolve(name, self._session(request))
         classes = class_choices(entry)
-        count = (
-            gr.Slider(1, MAX_POINTS, value=DEFAULT_POINTS, step=1, label="Number of points")
-            if entry.is_points
-            else gr.Slider(1, MAX_IMAGES, value=DEFAULT_IMAGES, step=1, label="Number of images")
-        )
+        count = count_slider(entry, value=DEFAULT_POINTS if entry.is_points else DEFAULT_IMAGES)
         return (
             entry.describe(),
             gr.Dropdown(choices=classes, value=classes[0], interactive=entry.num_classes is not None),
