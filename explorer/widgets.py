@@ -6,6 +6,8 @@ import math
 
 import gradio as gr
 
+from explorer.images import PIXELATED
+
 # `$...$` inline and `$$...$$` display maths
 LATEX_DELIMITERS = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -13,6 +15,11 @@ LATEX_DELIMITERS = [{"left": "$$", "right": "$$", "display": True}, {"left": "$"
 def explanation(text: str) -> gr.Markdown:
     """A Markdown block that renders LaTeX maths inline and displayed (tab intros, captions)."""
     return gr.Markdown(text, latex_delimiters=LATEX_DELIMITERS)
+
+
+def pixel_picture(label: str, height: int, elem_id: str | None = None) -> gr.Image:
+    """An output picture of small pixel grids, shown enlarged with sharp pixels (CSS class PIXELATED)."""
+    return gr.Image(elem_classes=[PIXELATED], label=label, interactive=False, height=height, elem_id=elem_id)
 
 
 def _as_number(value: object, message: str) -> float:

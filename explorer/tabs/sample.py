@@ -18,7 +18,7 @@ from core.checkpoint import CheckpointError
 from core.checkpoint_archive import unpack_checkpoint
 from core.samplers import Step
 from explorer.figures import paths_figure, visited_timesteps_figure
-from explorer.images import PIXELATED, grid_picture, noise_picture, points_picture
+from explorer.images import grid_picture, noise_picture, points_picture
 from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
 from explorer.sampling_run import (
     EACH_CLASS,
@@ -40,7 +40,7 @@ from explorer.sessions import (
     busy_message,
 )
 from explorer.trajectory import Trajectory
-from explorer.widgets import explanation, session_key, whole_number
+from explorer.widgets import explanation, pixel_picture, session_key, whole_number
 
 SAMPLER_CHOICES = ("DDPM", "DDIM")
 EACH_CLASS_CHOICE = "each class in turn"
@@ -398,20 +398,9 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html(0, 1, "Press **Sample**."), elem_id="sample-progress")
             with gr.Row():
-                x_t = gr.Image(
-                    elem_classes=[PIXELATED],
-                    label="x_t: the current noisy state",
-                    interactive=False,
-                    height=340,
-                    elem_id="sample-xt",
-                )
-                x0 = gr.Image(
-                    elem_classes=[PIXELATED],
-                    label="predicted x0: the model's guess of the end",
-                    interactive=False,
-                    height=340,
-                )
-                eps = gr.Image(elem_classes=[PIXELATED], label="predicted noise (±3σ)", interactive=False, height=340)
+                x_t = pixel_picture("x_t: the current noisy state", 340, elem_id="sample-xt")
+                x0 = pixel_picture("predicted x0: the model's guess of the end", 340)
+                eps = pixel_picture("predicted noise (±3σ)", 340)
             scrub = gr.Slider(
                 0,
                 1,
@@ -442,8 +431,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             compare_button = gr.Button("Compare A and B", elem_id="sample-compare")
         compare_progress = gr.HTML()
         with gr.Row():
-            image_a = gr.Image(elem_classes=[PIXELATED], label="A: final samples", interactive=False, height=340)
-            image_b = gr.Image(elem_classes=[PIXELATED], label="B: final samples", interactive=False, height=340)
+            image_a = pixel_picture("A: final samples", 340)
+            image_b = pixel_picture("B: final samples", 340)
         compare_caption = gr.Markdown()
 
     tab.model, tab.count = model, count

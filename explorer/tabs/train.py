@@ -24,7 +24,6 @@ from core.image_files import ArchiveError, ImageInputError
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig
 from explorer.figures import bucket_loss_figure, loss_figure, lr_figure
-from explorer.images import PIXELATED
 from explorer.models import load_entry
 from explorer.sessions import (
     HEAVY_CONCURRENCY,
@@ -35,7 +34,7 @@ from explorer.sessions import (
     busy_message,
 )
 from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
-from explorer.widgets import bounded_number, explanation, session_key, whole_number
+from explorer.widgets import bounded_number, explanation, pixel_picture, session_key, whole_number
 
 DATASETS: dict[str, str] = {  # menu label -> core.data name
     "Digits: bundled MNIST subset (4,000 images, no download)": "mnist5k",
@@ -311,12 +310,8 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
         with gr.Column(scale=2):
             status = gr.Markdown("Press **Start training**.", elem_id="train-status")
             with gr.Row():
-                preview = gr.Image(
-                    elem_classes=[PIXELATED],
-                    label="Preview: the same noise, denoised by the model so far",
-                    interactive=False,
-                    height=420,
-                    elem_id="train-preview",
+                preview = pixel_picture(
+                    "Preview: the same noise, denoised by the model so far", 420, elem_id="train-preview"
                 )
                 loss_plot = gr.Plot(label="Loss: how wrong the model's guesses are", elem_id="train-loss")
             with gr.Row():
