@@ -13,6 +13,7 @@ import socket
 import gradio as gr
 
 from core import __version__
+from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.sessions import SessionRegistry, single_thread_elsewhere
 from explorer.tabs import embedding, forward, sample, schedules, train, unet
 from explorer.widgets import session_key
@@ -44,6 +45,7 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
     holds the users' sessions (a fresh one by default)."""
     registry = registry if registry is not None else SessionRegistry()
     single_thread_elsewhere()  # only the registry's compute worker computes with every core
+    make_picture_cache_atomic()  # users who get the same picture must not truncate each other's downloads
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(HEADER)
         with gr.Tab("Schedules"):

@@ -1,0 +1,45 @@
+"""Atomic writes of output pictures into Gradio's cache, so that two users never break each other's pictures.
+
+Gradio (6.x) stores every picture a callback returns under a folder named by the hash of its bytes, and it rewrites
+that file on every return (`processing_utils.save_pil_to_cache`: `write_bytes`, which truncates, then writes). Two
+users who get the same picture (the Forward tab's defaults, the same seed in the Sample tab: common in a classroom)
+write the same path, and a page or client that is downloading it meanwhile receives a truncated file ("Too little
+data for declared Content-Length", a broken image). Gradio already copies *files* into its cache atomically
+(`save_file_to_cache`: a staging file renamed into place); `make_picture_cache_atomic` gives pictures the same:
+the bytes go to a staging file in the same folder and `os.replace` swaps it in, so a reader sees the old complete
+file or the new complete file, never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from gradio import processing_utils
+from PIL import Image
+
+
+def save_pil_to_cache_atomically(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """`gradio.processing_utils.save_pil_to_cache` with the same path and bytes, written atomically."""
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    target = (folder / f"{name}.{format}").resolve()
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(staging, 0o644)  # as write_bytes would have made it
+        os.replace(staging, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+    return str(target)
+
+
+def make_picture_cache_atomic() -> None:
+    """Route every picture Gradio caches through `save_pil_to_cache_atomically` (idempotent). Image components
+    and `save_img_array_to_cache` look the function up in processing_utils at call time."""
+    processing_utils.save_pil_to_cache = save_pil_to_cache_atomically
