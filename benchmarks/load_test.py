@@ -209,8 +209,8 @@ def report(results: list[dict], train_seconds: int) -> list[str]:
             mine = [o for o in result["outcomes"] if o.kind == kind]
             if not mine:
                 continue
-            ratio = percentile([o.seconds for o in mine if o.result == "completed"], 50) / alone_p50.get(kind, math.nan)
             done = [o.seconds for o in mine if o.result == "completed"]
+            ratio = percentile(done, 50) / alone_p50.get(kind, math.nan)
             count = collections.Counter(o.result for o in mine)
             lines.append(
                 f"| {result['clients']} | {names[kind]} | {len(mine)} | {count['completed']} | {count['refused']} | "
