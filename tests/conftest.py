@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = "/usr/bin/chromium"  # Debian's; DDPM_EXPLORER_CHROMIUM names another binary
+REQUIRE_BROWSER = "DDPM_EXPLORER_REQUIRE_BROWSER"  # set to 1 (as .ci/run does): missing Chromium fails the run
+NO_CHROMIUM = "browser tests need Chromium: apt-get install -y chromium (or set DDPM_EXPLORER_CHROMIUM to its path)"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -26,17 +28,34 @@ def app_url() -> Iterator[str]:
         demo.close()
 
 
+def chromium_path() -> str | None:
+    """The Chromium binary the browser tests drive: $DDPM_EXPLORER_CHROMIUM if set, else Debian's, else `chromium`
+    on the PATH; None when there is none."""
+    named = os.environ.get("DDPM_EXPLORER_CHROMIUM")
+    if named:
+        return named if os.path.exists(named) else None
+    return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Without Chromium a browser test skips before its fixtures start (no app launched for nothing), unless
+    $DDPM_EXPLORER_REQUIRE_BROWSER is 1: then it fails (CI installs Chromium). The skip is raised here, not in the
+    fixture, so that every browser test skips at this one place with one reason, which `pytest -ra` folds into one
+    summary line (a fixture's skip is reported at each test's own line)."""
+    if "browser" in item.fixturenames and chromium_path() is None:
+        if os.environ.get(REQUIRE_BROWSER) == "1":
+            pytest.fail(f"{NO_CHROMIUM}; {REQUIRE_BROWSER}=1 requires them", pytrace=False)
+        pytest.skip(NO_CHROMIUM)
+
+
 @pytest.fixture(scope="session")
 def browser():
-    """Debian's Chromium driven by Playwright. Missing Chromium is a failure, not a skip: CI installs it."""
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        pytest.fail(f"browser tests need Chromium at {CHROMIUM}: apt-get install -y chromium (see .ci/run)")
+    """Chromium driven by Playwright (pytest_runtest_setup above has checked that there is one)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"), args=CHROMIUM_FLAGS
-        )
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
         try:
             yield browser
         finally:
