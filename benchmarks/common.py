@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from core.training import available_cores
+from core.device import available_cores
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 ROOT = RESULTS_PATH.parent.parent

@@ -40,7 +40,7 @@ from common import (
 )
 from gradio_client import Client
 
-from core.training import available_cores
+from core.device import available_cores
 from explorer.models import DEFAULT_MODEL
 
 SECTION_HEADING = "## Load test (benchmarks/load_test.py)"

@@ -35,9 +35,10 @@ import torch
 from common import RESULTS_PATH, busy_warning, command_line, machine_description, section_header
 
 from core.data import load_dataset
+from core.device import available_cores
 from core.metrics import evaluate_samples, real_floor
 from core.samplers import draw_noise, make_sampler, sample
-from core.training import TrainConfig, Trainer, available_cores
+from core.training import TrainConfig, Trainer
 from core.unet import make_unet
 
 SECTION = "## Live-training recipe, round 2: the U-Net that sees t (benchmarks/recipe_search.py)"

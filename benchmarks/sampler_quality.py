@@ -43,10 +43,10 @@ from common import (
 from torch import Tensor
 
 from core.checkpoint import Checkpoint, load_checkpoint
+from core.device import available_cores
 from core.imaging import save_images
 from core.metrics import evaluate_points, evaluate_samples, predict_logits, real_floor
 from core.samplers import draw_noise, make_sampler, sample
-from core.training import available_cores
 
 SECTION_HEADING = "## Sampler quality (benchmarks/sampler_quality.py)"
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"

@@ -75,10 +75,11 @@ from common import RESULTS_PATH, busy_warning, line_chart, machine_description, 
 from torch import Tensor
 
 from core.data import load_dataset
+from core.device import available_cores
 from core.imaging import save_images
 from core.metrics import evaluate_samples, real_floor
 from core.samplers import draw_noise, make_sampler, sample
-from core.training import TrainConfig, Trainer, available_cores
+from core.training import TrainConfig, Trainer
 
 try:
     import denoising_diffusion_pytorch.denoising_diffusion_pytorch as ddp_module

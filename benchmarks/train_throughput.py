@@ -37,10 +37,11 @@ from common import RESULTS_PATH, busy_warning, machine_description, section_head
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.device import available_cores
 from core.diffusion import training_loss
 from core.samplers import DDIMSampler, sample
 from core.schedules import NoiseSchedule, make_schedule
-from core.training import TrainConfig, available_cores
+from core.training import TrainConfig
 from core.unet import PRESETS, UNet, group_count, make_unet
 
 try:

@@ -46,10 +46,10 @@ from common import (
 )
 from PIL import Image
 
+from core.device import available_cores
 from core.imaging import save_images
 from core.metrics import confident_fraction, evaluate_samples, real_floor
 from core.samplers import draw_noise, make_sampler, sample
-from core.training import available_cores
 from explorer.tabs import embedding, forward, schedules, unet
 from explorer.tabs.train import DEFAULT_CONFIG, DEFAULT_DATASET, PRESETS, training_config
 from explorer.training_run import train_live

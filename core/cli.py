@@ -22,12 +22,13 @@ from tqdm import tqdm
 
 from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from core.data import DATASET_NAMES
+from core.device import PRECISIONS, pick_device
 from core.diffusion import OBJECTIVES, WEIGHTINGS
 from core.imaging import save_images, save_points
 from core.metrics import DIGIT_DATASETS, evaluate_points, evaluate_samples, real_floor
 from core.samplers import SAMPLERS, SPACINGS, Sampler, denoise, draw_noise, make_sampler
 from core.schedules import SCHEDULE_NAMES
-from core.training import PRECISIONS, TrainConfig, Trainer, TrainingDiverged, pick_device
+from core.training import TrainConfig, Trainer, TrainingDiverged
 from core.unet import PRESETS
 
 MAX_SAMPLES = 1024

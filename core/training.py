@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -31,6 +30,7 @@ from torch import nn
 
 from core.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from core.data import ImageDataset, PointDataset, dataset_kind, load_dataset
+from core.device import PRECISIONS, available_cores, pick_device, uses_bf16
 from core.diffusion import OBJECTIVES, WEIGHTINGS, training_loss
 from core.schedules import SCHEDULE_NAMES, make_schedule
 from core.toy import make_toy_mlp
@@ -41,54 +41,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN or infinite; the model keeps its last finite weights."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """ "auto": cuda, then mps, then cpu (with one thread per available core). Or an explicit device name."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA GPU is available")
-    return device
-
-
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix maths runs natively here: CUDA, or a CPU whose oneDNN has bf16 kernels (AVX512-BF16,
-    AMX). Elsewhere bf16 is emulated and slower than float32."""
-    if device.type == "cuda":
-        return True
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether training autocasts to bf16: "bf16" always (CPU or CUDA), "auto" where it is native."""
-    if precision == "fp32" or device.type not in ("cpu", "cuda"):
-        return False
-    return precision == "bf16" or native_bf16(device)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 @dataclass

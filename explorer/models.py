@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from core.checkpoint import Checkpoint, load_checkpoint
 from core.data import ASSETS, TOY_DATASET_NAMES, load_toy
-from core.training import pick_device
+from core.device import pick_device
 
 PRETRAINED_DIR = ASSETS / "checkpoints"
 PRETRAINED: dict[str, str] = {  # folder -> name in the model menu, in menu order

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from core.data import ImageDataset, load_dataset
-from core.training import TrainConfig, Trainer, TrainingDiverged, lr_at, native_bf16, pick_device, uses_bf16
+from core.device import native_bf16, pick_device, uses_bf16
+from core.training import TrainConfig, Trainer, TrainingDiverged, lr_at
 
 
 @pytest.fixture(scope="module")

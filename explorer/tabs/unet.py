@@ -15,8 +15,8 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
+from core.device import pick_device
 from core.summary import ModelSummary, level_shapes, measure_forward_time, meta_unet, summarize
-from core.training import pick_device
 from core.unet import PRESETS, UNet, UNetConfig
 from explorer.unet_diagram import unet_diagram
 from explorer.widgets import explanation, whole_number
