@@ -13,8 +13,9 @@ import socket
 import gradio as gr
 
 from core import __version__
+from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
-from explorer.sessions import SessionRegistry, single_thread_elsewhere
+from explorer.sessions import SessionRegistry
 from explorer.tabs import embedding, forward, sample, schedules, train, unet
 from explorer.widgets import session_key
 

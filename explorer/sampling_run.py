@@ -2,7 +2,7 @@
 step of core.samplers.denoise into a `Trajectory`.
 
 A run takes turns on the cores with every other heavy run: each network step runs through `compute` (the app's one
-compute thread, explorer.sessions.ComputeWorker; by default the caller's own thread), and the run ends at the next
+compute thread, explorer.compute_worker.ComputeWorker; by default the caller's own thread), and the run ends at the next
 step when `stop()` says so. Compare mode runs two settings from the very same x_T (and the same
 seed for any noise the samplers add along the way), so the difference between the two pictures is the sampler's
 alone.

@@ -12,16 +12,8 @@ Heavy jobs are limited for the whole server in two ways:
   `max_waiting` waiting runs of a kind a new one is refused at once with "the server is full, try again in a
   minute" (a queue that only grows helps nobody). Kinds have places of their own so that a 16-picture sample (a
   second) never waits behind two minute-long trainings;
-* compute: every step of every active run (a training step, a preview, a sampling step) runs on one dedicated
-  thread, `ComputeWorker`, sampling steps before training steps and otherwise in the order they were asked for,
-  so the active runs take turns step by step (and a sample is not slowed by a training: shortest job first).
-  Two reasons. On a 2-core CPU two runs computing at once are not twice as slow but up to a hundred times (each
-  one's OpenMP threads spin-wait for cores the other holds). And PyTorch's OpenMP pool belongs to the thread that
-  calls it: Gradio advances a generator on whichever of its worker threads is free, every such thread brought its
-  own pool, and with more pool threads than cores libgomp stops spinning between parallel regions, which cost the
-  live training 40% of its speed (721 vs 1,150 images/s). So the worker alone computes with every core and the
-  app's other threads with one (`single_thread_elsewhere`): 967 images/s through the server. A step is short (a
-  training step of "tiny" is ~50 ms on 2 cores), so Stop and page updates stay prompt.
+* compute: every step of every active run runs on the one compute thread (explorer.compute_worker), sampling
+  steps first, so the active runs take turns step by step.
 
 A session is closed (its run asked to stop, its models dropped, its folder deleted) when the user leaves the page
 (`demo.unload`) or after `idle_timeout` seconds without a request (checked whenever any request arrives).
@@ -29,8 +21,6 @@ A session is closed (its run asked to stop, its models dropped, its folder delet
 
 from __future__ import annotations
 
-import collections
-import functools
 import itertools
 import os
 import shutil
@@ -38,15 +28,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import torch
-
-from core.training import available_cores
+from explorer.compute_worker import PRIORITY, ComputeWorker
 
 LOCAL_SESSION = "local"  # the key of calls made without a Gradio request (tests, scripts)
 DEFAULT_IDLE_TIMEOUT = 3600.0  # seconds without any request before a session is closed
@@ -56,7 +43,6 @@ MAX_WAITING_ENV = "DDPM_EXPLORER_MAX_WAITING"
 # registry's own queue decides which may compute, and tells the others their place
 HEAVY_GROUP = "heavy"
 HEAVY_CONCURRENCY = 16
-PRIORITY = {"sampling": 0, "training": 1}  # the compute worker runs the lower first: sampling runs are short
 
 
 def _count_from_environment(name: str, default: int, minimum: int) -> int:
@@ -85,90 +71,6 @@ def default_max_waiting() -> int:
 
 class JobRefused(RuntimeError):
     """A heavy job that cannot start now; the message says why and what to do."""
-
-
-T = TypeVar("T")
-
-
-class ComputeWorker:
-    """One thread that runs every heavy step: `worker(fn)` runs fn() there and returns its result (or raises its
-    exception) in the calling thread; `lane(priority)` is a `worker` for one priority (0 first; see `PRIORITY`).
-
-    Which waiting step runs next: the most favoured lane's oldest, except that after FAVOURED_STREAK favoured steps
-    in a row while a lower lane waited, one step of the least favoured waiting lane runs (so sampling goes first
-    but a training is never starved: it keeps at least one step in FAVOURED_STREAK + 1). After a favoured step
-    the worker keeps GRACE seconds for that lane's next step: a run asks for its next step a moment after its last
-    one returns, and without the grace a training step (50 ms) slips into every such gap. Measured with the load
-    test's 4 clients (3 sampling, 1 training; `--clients 4 --seconds 30`): a sample's median latency 8.8 s with
-    steps in arrival order, 6.0 s with this policy (3.6 s with sampling strictly first, but then the 10-s
-    training took 19 s to answer, its previews waiting behind every sample).
-
-    It computes with `threads` OpenMP threads (default: one per available core); call `single_thread_elsewhere()`
-    once it exists so that every other thread of the process computes alone (see the module docstring)."""
-
-    GRACE = 0.03  # seconds kept for a favoured lane's next step
-    FAVOURED_STREAK = 4  # favoured steps in a row before a waiting lower lane gets one
-
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads or available_cores()
-        self._lanes: dict[int, collections.deque] = collections.defaultdict(collections.deque)
-        self._ready = threading.Condition()
-        self._streak = 0  # favoured steps in a row while a lower lane waited
-        self._thread: threading.Thread | None = None
-
-    def __call__(self, fn: Callable[[], T], priority: int = 0) -> T:
-        future: Future = Future()
-        with self._ready:
-            if self._thread is None:  # the thread starts with the first step
-                self._thread = threading.Thread(target=self._serve, name="ddpm-explorer-compute", daemon=True)
-                self._thread.start()
-            self._lanes[priority].append((fn, future))
-            self._ready.notify_all()
-        return future.result()
-
-    def lane(self, priority: int) -> Callable[[Callable[[], T]], T]:
-        """A `worker` whose steps all have this priority."""
-        return functools.partial(self, priority=priority)
-
-    def _waiting(self) -> list[int]:  # with self._ready held
-        return sorted(priority for priority, steps in self._lanes.items() if steps)
-
-    def _next(self, last: int | None) -> tuple[int, Callable[[], Any], Future]:
-        with self._ready:
-            self._ready.wait_for(self._waiting)
-            waiting = self._waiting()
-            favoured_last = last is not None and last < max(PRIORITY.values())
-            if favoured_last and waiting[0] > last and self._streak < self.FAVOURED_STREAK:
-                self._ready.wait_for(lambda: self._lanes[last], timeout=self.GRACE)  # that run's next step
-                waiting = self._waiting()
-            if len(waiting) > 1 and self._streak >= self.FAVOURED_STREAK:
-                chosen, self._streak = waiting[-1], 0
-            else:
-                chosen = waiting[0]
-                self._streak = self._streak + 1 if len(waiting) > 1 else 0
-            fn, future = self._lanes[chosen].popleft()
-            return chosen, fn, future
-
-    def _serve(self) -> None:
-        torch.set_num_threads(self.threads)
-        torch.ones(1 << 17).add_(1)  # a parallel op: this thread's OpenMP pool is made now, with `threads`
-        last = None
-        while True:
-            last, fn, future = self._next(last)
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as error:  # handed to the caller, who raises it
-                    future.set_exception(error)
-            del fn, future  # a finished step's closure (and its tensors) must not live on until the next step
-
-
-def single_thread_elsewhere() -> None:
-    """Make every thread but the compute worker (this one, and those started later) compute with one thread.
-    libgomp keeps an OpenMP pool per thread that ever ran a parallel region, and once the process holds more pool
-    threads than cores it stops spinning between regions: the compute worker's training then ran at 800 instead
-    of 1,200 images/s. Only the worker gets a pool this way."""
-    torch.set_num_threads(1)
 
 
 @dataclass(eq=False)
@@ -343,7 +245,7 @@ class SessionRegistry:
                 self._active.append(ticket)
         self._changed.notify_all()
 
-    def compute_for(self, kind: str) -> Callable[[Callable[[], T]], T]:
+    def compute_for(self, kind: str) -> Callable[[Callable[[], Any]], Any]:
         """The compute worker's lane for a run of this kind (see PRIORITY)."""
         return self.compute.lane(PRIORITY[kind])
 

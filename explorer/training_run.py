@@ -5,7 +5,7 @@ watch the same noise turn into digits (or, for 2D sets, the same points settle o
 `train_live` yields a `LiveUpdate` at the start (within a second: the untrained model's preview), then at most
 every `render_interval` seconds, with a fresh preview every `preview_interval` seconds, and once at the end
 (finished, stopped, or diverged with the last finite weights kept). Every training step and preview runs through
-`compute` (the app's one compute thread, explorer.sessions.ComputeWorker; by default the caller's own thread);
+`compute` (the app's one compute thread, explorer.compute_worker.ComputeWorker; by default the caller's own thread);
 `stop()` is checked between steps.
 """
 

@@ -10,7 +10,7 @@ from packaging.version import Version
 import core
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOORS = {"gradio": "6.16", "pillow": "12.2", "torch": "2.6"}
+FLOORS = {"gradio": "6.31", "pillow": "12.2", "torch": "2.6"}  # gradio: past the advisories, and inputs_kwargs
 
 
 def pyproject():

@@ -6,9 +6,8 @@ import time
 
 import pytest
 
+from explorer.compute_worker import PRIORITY, ComputeWorker
 from explorer.sessions import (
-    PRIORITY,
-    ComputeWorker,
     JobRefused,
     SessionRegistry,
     busy_message,

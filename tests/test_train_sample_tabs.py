@@ -46,6 +46,20 @@ def train_args(steps=6, seed=0, **changes):
     return args
 
 
+def sample_args(model, sampler, steps, eta, seed, count, class_choice, guidance):
+    """The Sample tab's main controls by name, in the page's order."""
+    return dict(
+        model=model,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        count=count,
+        class_choice=class_choice,
+        guidance=guidance,
+    )
+
+
 @pytest.fixture
 def registry(tmp_path):
     return SessionRegistry(tmp_path, max_jobs=1, compute_threads=1)
@@ -70,17 +84,21 @@ def test_training_ends_with_a_checkpoint_and_a_private_model(registry):
     assert len(mine) == 1
     name = mine[0][0]
     assert all(not n[0].startswith("my model") for n in sample_tab.model_menu(None, bob).choices)
-    final = list(sample_tab.sample(name, "DDIM", 5, 0, 0, 4, None, 1.0, request=alice))[-1]
+    final = list(sample_tab.sample(**sample_args(name, "DDIM", 5, 0, 0, 4, None, 1.0), request=alice))[-1]
     assert "5 of 5 steps" in final[0]
     with pytest.raises(gr.Error, match="unknown model"):
-        list(sample_tab.sample(name, "DDIM", 5, 0, 0, 4, None, 1.0, request=bob))
+        list(sample_tab.sample(**sample_args(name, "DDIM", 5, 0, 0, 4, None, 1.0), request=bob))
 
 
 def test_first_update_comes_at_once_and_the_second_job_is_refused(registry):
     run = TrainTab(registry).start(**train_args(steps=50), request=FakeRequest("alice"))
     assert "Loading" in next(run)[0]
     with pytest.raises(gr.Error, match="already have a training run"):
-        list(SampleTab(registry).sample(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0, request=FakeRequest("alice")))
+        list(
+            SampleTab(registry).sample(
+                **sample_args(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0), request=FakeRequest("alice")
+            )
+        )
     assert TrainTab(registry).stop(FakeRequest("alice")).startswith("Stopping")
     final = list(run)[-1]
     assert "Stopped" in final[0]
@@ -118,7 +136,7 @@ def test_2d_datasets_switch_to_their_recipe():
 
 def test_sample_replay_gif_and_compare(registry, tmp_path):
     tab, user = SampleTab(registry), FakeRequest("carol")
-    outputs = list(tab.sample(DEFAULT_MODEL, "DDIM", 10, 0, 0, 4, None, 1.0, request=user))
+    outputs = list(tab.sample(**sample_args(DEFAULT_MODEL, "DDIM", 10, 0, 0, 4, None, 1.0), request=user))
     progress, _x_t, _x0, _eps, slider, caption, visited, _paths = outputs[-1]
     assert "10 of 10 steps" in progress and slider.maximum == 9 and slider.value == 9
     assert len(visited.data[1].x) == 10 and "clean sample" in caption
@@ -131,7 +149,8 @@ def test_sample_replay_gif_and_compare(registry, tmp_path):
         assert image.n_frames == 10
     with pytest.raises(gr.Error, match="Sample first"):
         SampleTab(registry).export_gif(request=FakeRequest("dave"))
-    compared = list(tab.compare(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0, "DDPM", 20, 1.0, request=user))
+    b = {"sampler_b": "DDPM", "steps_b": 20, "eta_b": 1.0}
+    compared = list(tab.compare(**sample_args(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0), **b, request=user))
     _, image_a, image_b, text = compared[-1]
     assert image_a.shape == image_b.shape and "Same x_T (seed 0)" in text and "DDPM, 20 steps" in text
 
@@ -143,7 +162,7 @@ def test_model_description_and_class_controls(registry):
     assert guidance.interactive
     about, classes, _, count, paths = tab.describe_model(PRETRAINED["toy_moons"])
     assert classes.choices[0][0] == NO_CLASS_CHOICE and count.maximum == 2000 and paths.visible
-    outputs = list(tab.sample(PRETRAINED["toy_moons"], "DDIM", 5, 0, 0, 100, None, 1.0))
+    outputs = list(tab.sample(**sample_args(PRETRAINED["toy_moons"], "DDIM", 5, 0, 0, 100, None, 1.0)))
     assert outputs[-1][-1].data  # the paths figure
 
 
@@ -152,7 +171,7 @@ def test_upload_a_checkpoint_zip_and_refuse_other_files(registry, tmp_path):
     tab, frank = SampleTab(registry), FakeRequest("frank")
     menu, note = tab.upload_model(download, request=frank)
     assert menu.value.startswith("uploaded:") and "Added" in note
-    final = list(tab.sample(menu.value, "DDIM", 3, 0, 0, 2, None, 1.0, request=frank))[-1]
+    final = list(tab.sample(**sample_args(menu.value, "DDIM", 3, 0, 0, 2, None, 1.0), request=frank))[-1]
     assert "3 of 3 steps" in final[0]
     junk = tmp_path / "junk.zip"
     with zipfile.ZipFile(junk, "w") as archive:

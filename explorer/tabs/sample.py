@@ -8,7 +8,6 @@ session's explorer.trajectory.Trajectory.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import gradio as gr
@@ -19,6 +18,7 @@ from core.checkpoint_archive import unpack_checkpoint
 from core.samplers import Step
 from explorer.figures import paths_figure, visited_timesteps_figure
 from explorer.images import grid_picture, noise_picture, points_picture
+from explorer.jobs import Job, run_job, throttled
 from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
 from explorer.sampling_run import (
     EACH_CLASS,
@@ -31,14 +31,7 @@ from explorer.sampling_run import (
     check_settings,
     sample_request,
 )
-from explorer.sessions import (
-    HEAVY_CONCURRENCY,
-    HEAVY_GROUP,
-    JobRefused,
-    SessionRegistry,
-    UserSession,
-    busy_message,
-)
+from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
 from explorer.trajectory import Trajectory
 from explorer.widgets import explanation, pixel_picture, session_key, whole_number
 
@@ -160,22 +153,10 @@ class SampleTab:
 
     # ---- sampling -------------------------------------------------------------------------------------------
 
-    def _request(self, session: UserSession, model: str, sampler, steps, eta, seed, count, class_choice, guidance):
-        entry = self.resolve(model, session)
-        try:
-            request = check_request(entry, sampler, steps, eta, seed, count, parse_class(entry, class_choice), guidance)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-        return entry, request
-
-    def _queued(self, session: UserSession, kind: str):
-        try:
-            return self.registry.enter_queue(session, kind)
-        except JobRefused as error:
-            raise gr.Error(str(error)) from None
-
-    def sample(
+    def _request(
         self,
+        session: UserSession,
+        *,
         model: str,
         sampler: str,
         steps: float,
@@ -184,45 +165,42 @@ class SampleTab:
         count: float,
         class_choice: str | None,
         guidance: float,
-        request: gr.Request | None = None,
-    ) -> Iterator[tuple]:
-        """Callback of Sample: yields (progress, x_t, predicted x0, predicted noise, replay slider, step caption,
-        alpha-bar plot, paths plot) live at every step (at most 20 a second), then the finished run, ready to scrub."""
-        session = self._session(request)
-        entry, checked = self._request(session, model, sampler, steps, eta, seed, count, class_choice, guidance)
-        keep = (gr.update(),) * 7
-        ticket = self._queued(session, "sampling")
+    ) -> tuple[ModelEntry, SampleRequest]:
+        """The Sample tab's main controls (by the names `build_tab` gives them) as a model and a checked request, or
+        gr.Error naming the bad control. The one place that turns those values into a request."""
+        entry = self.resolve(model, session)
         try:
-            for position in self.registry.waiting(ticket):
-                yield (progress_html(0, checked.settings.steps, busy_message(position, "sampling")), *keep)
+            request = check_request(entry, sampler, steps, eta, seed, count, parse_class(entry, class_choice), guidance)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        return entry, request
+
+    def sample(self, request: gr.Request | None = None, **controls: object) -> Iterator[tuple]:
+        """Callback of Sample, given the main controls by name (see `_request`): yields (progress, x_t, predicted
+        x0, predicted noise, replay slider, step caption, alpha-bar plot, paths plot) live at every step (at most 20
+        a second), then the finished run, ready to scrub."""
+        session = self._session(request)
+        entry, checked = self._request(session, **controls)
+        total = checked.settings.steps
+        keep = (gr.update(),) * 7
+
+        def work(job: Job) -> Iterator[tuple]:
             trajectory = None
-            shown = 0.0
-            for step, trajectory in sample_request(  # noqa: B007 (the last trajectory is used below)
-                entry,
-                checked,
-                compute=self.registry.compute_for("sampling"),
-                stop=lambda: ticket.stop_requested or session.closed,
-            ):
-                last = step.index + 1 == checked.settings.steps
-                if not last and time.perf_counter() - shown < FRAME_INTERVAL:
-                    continue
-                shown = time.perf_counter()
-                text = f"{checked.settings.title}: step {step.index + 1} of {checked.settings.steps}, t = {step.t}"
-                yield (
-                    progress_html(step.index + 1, checked.settings.steps, text),
-                    *step_pictures(entry, step, entry.reference_points),
-                    gr.update(),
-                    text,
-                    gr.update(),
-                    gr.update(),
-                )
-        finally:
-            self.registry.leave(ticket)
-        if trajectory is None or len(trajectory) == 0:
-            yield (progress_html(0, checked.settings.steps, "Stopped before the first step."), *keep)
-            return
-        session.trajectory = trajectory
-        yield self._finished(trajectory, entry, checked)
+            run = sample_request(entry, checked, compute=job.compute, stop=job.stopped)
+            shown = throttled(run, FRAME_INTERVAL, always=lambda item: item[0].index + 1 == total)  # the last step too
+            for step, trajectory in shown:  # noqa: B007 (one growing object, used below)
+                text = f"{checked.settings.title}: step {step.index + 1} of {total}, t = {step.t}"
+                pictures = step_pictures(entry, step, entry.reference_points)
+                yield progress_html(step.index + 1, total, text), *pictures, gr.update(), text, gr.update(), gr.update()
+            if trajectory is None or len(trajectory) == 0:
+                yield (progress_html(0, total, "Stopped before the first step."), *keep)
+                return
+            session.trajectory = trajectory
+            yield self._finished(trajectory, entry, checked)
+
+        yield from run_job(
+            self.registry, session, "sampling", work, waiting=lambda text: (progress_html(0, total, text), *keep)
+        )
 
     def _finished(self, trajectory: Trajectory, entry: ModelEntry, checked: SampleRequest) -> tuple:
         done = len(trajectory.timesteps)
@@ -265,62 +243,52 @@ class SampleTab:
 
     def compare(
         self,
-        model: str,
-        sampler: str,
-        steps: float,
-        eta: float,
-        seed: float,
-        count: float,
-        class_choice: str | None,
-        guidance: float,
+        request: gr.Request | None = None,
+        *,
         sampler_b: str,
         steps_b: float,
         eta_b: float,
-        request: gr.Request | None = None,
+        **controls: object,
     ) -> Iterator[tuple]:
-        """Callback of Compare: runs the main settings (A) and the second ones (B) from the same x_T and yields
-        (progress, A's picture, B's picture, caption)."""
+        """Callback of Compare, given the main controls by name (see `_request`) and B's: runs the main settings
+        (A) and the second ones (B) from the same x_T and yields (progress, A's picture, B's picture, caption)."""
         session = self._session(request)
-        entry, checked = self._request(session, model, sampler, steps, eta, seed, count, class_choice, guidance)
+        entry, checked = self._request(session, **controls)
         try:
             settings_b = check_settings(entry, sampler_b, steps_b, eta_b)
         except ValueError as error:
             raise gr.Error(f"second sampler: {error}") from None
-        ticket = self._queued(session, "sampling")
-        results: list[Trajectory] = []
-        try:
-            for position in self.registry.waiting(ticket):
-                yield progress_html(0, 1, busy_message(position, "sampling")), gr.update(), gr.update(), gr.update()
-            total = checked.settings.steps + settings_b.steps
-            for side, settings in enumerate((checked.settings, settings_b)):
-                shown = 0.0
+        sides = (checked.settings, settings_b)
+        total = sum(settings.steps for settings in sides)
+
+        def work(job: Job) -> Iterator[tuple]:
+            results: list[Trajectory] = []
+            for side, settings in enumerate(sides):
                 trajectory = None
-                for step, trajectory in sample_request(  # noqa: B007 (the last trajectory is used below)
-                    entry,
-                    checked,
-                    settings,
-                    compute=self.registry.compute_for("sampling"),
-                    stop=lambda: ticket.stop_requested,
-                ):
-                    if time.perf_counter() - shown < FRAME_INTERVAL * 4:
-                        continue
-                    shown = time.perf_counter()
+                run = sample_request(entry, checked, settings, compute=job.compute, stop=job.stopped)
+                for step, trajectory in throttled(run, FRAME_INTERVAL * 4):  # noqa: B007 (one growing object, used below)
                     done = step.index + 1 + side * checked.settings.steps
-                    pictures = step_pictures(entry, step, entry.reference_points)
-                    outputs = (pictures[0], gr.update()) if side == 0 else (gr.update(), pictures[0])
+                    picture = step_pictures(entry, step, entry.reference_points)[0]
+                    outputs = (picture, gr.update()) if side == 0 else (gr.update(), picture)
                     yield progress_html(done, total, f"{settings.title}: step {step.index + 1}"), *outputs, gr.update()
                 if trajectory is None or not trajectory.complete:
                     yield progress_html(0, total, "Stopped."), gr.update(), gr.update(), gr.update()
                     return
                 results.append(trajectory)
-        finally:
-            self.registry.leave(ticket)
-        a, b = results
-        caption = (
-            f"Same x_T (seed {checked.seed}). **A: {a.title}**: {a.seconds:.2f} s. **B: {b.title}**: {b.seconds:.2f} s "
-            f"({b.seconds / max(a.seconds, 1e-9):.2f}x A's time)."
+            a, b = results
+            caption = (
+                f"Same x_T (seed {checked.seed}). **A: {a.title}**: {a.seconds:.2f} s. **B: {b.title}**: "
+                f"{b.seconds:.2f} s ({b.seconds / max(a.seconds, 1e-9):.2f}x A's time)."
+            )
+            yield progress_html(total, total, "Done."), a.pictures(len(a) - 1)[0], b.pictures(len(b) - 1)[0], caption
+
+        yield from run_job(
+            self.registry,
+            session,
+            "sampling",
+            work,
+            waiting=lambda text: (progress_html(0, total, text), gr.update(), gr.update(), gr.update()),
         )
-        yield progress_html(total, total, "Done."), a.pictures(len(a) - 1)[0], b.pictures(len(b) - 1)[0], caption
 
     def stop(self, request: gr.Request | None = None) -> str:
         session = self._session(request)
@@ -436,12 +404,21 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         compare_caption = gr.Markdown()
 
     tab.model, tab.count = model, count
-    request_inputs = [model, sampler, steps, eta, seed, count, class_menu, guidance]
+    controls = {  # the order of the API's parameters; the names are SampleTab._request's
+        "model": model,
+        "sampler": sampler,
+        "steps": steps,
+        "eta": eta,
+        "seed": seed,
+        "count": count,
+        "class_choice": class_menu,
+        "guidance": guidance,
+    }
     model.change(tab.describe_model, model, [about, class_menu, guidance, count, paths], api_name="describe_model")
     run.click(
         tab.sample,
-        request_inputs,
-        [progress, x_t, x0, eps, scrub, step_caption, visited, paths],
+        inputs_kwargs=controls,
+        outputs=[progress, x_t, x0, eps, scrub, step_caption, visited, paths],
         api_name="sample",
         concurrency_id=HEAVY_GROUP,
         concurrency_limit=HEAVY_CONCURRENCY,
@@ -460,8 +437,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
     upload.upload(tab.upload_model, upload, [model, upload_note], api_name="upload_checkpoint")
     compare_button.click(
         tab.compare,
-        [*request_inputs, sampler_b, steps_b, eta_b],
-        [compare_progress, image_a, image_b, compare_caption],
+        inputs_kwargs={**controls, "sampler_b": sampler_b, "steps_b": steps_b, "eta_b": eta_b},
+        outputs=[compare_progress, image_a, image_b, compare_caption],
         api_name="compare",
         concurrency_id=HEAVY_GROUP,
         concurrency_limit=HEAVY_CONCURRENCY,

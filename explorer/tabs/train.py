@@ -24,15 +24,9 @@ from core.image_files import ArchiveError, ImageInputError
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig
 from explorer.figures import bucket_loss_figure, loss_figure, lr_figure
+from explorer.jobs import Job, run_job
 from explorer.models import load_entry
-from explorer.sessions import (
-    HEAVY_CONCURRENCY,
-    HEAVY_GROUP,
-    JobRefused,
-    SessionRegistry,
-    UserSession,
-    busy_message,
-)
+from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
 from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
 from explorer.widgets import bounded_number, explanation, pixel_picture, session_key, whole_number
 
@@ -69,6 +63,7 @@ On a plain 2-core CPU the default settings draw recognizable digits within about
 
 
 def training_config(
+    *,
     dataset_label: str,
     upload: str | None,
     preset_label: str,
@@ -82,7 +77,8 @@ def training_config(
     seed: float,
     class_conditional: bool,
 ) -> TrainConfig:
-    """The page's controls as a checked TrainConfig, or gr.Error naming the bad control."""
+    """The page's controls (by the names `build_tab` gives them) as a checked TrainConfig, or gr.Error naming the
+    bad control. The one place that turns the Train tab's values into a config."""
     if dataset_label not in DATASETS:
         raise gr.Error(f"unknown dataset {dataset_label!r}; choose one from the menu")
     if preset_label not in PRESETS:
@@ -155,65 +151,30 @@ class TrainTab:
     def __init__(self, registry: SessionRegistry):
         self.registry = registry
 
-    def start(
-        self,
-        dataset_label: str,
-        upload: str | None,
-        preset_label: str,
-        schedule: str,
-        objective: str,
-        length_unit: str,
-        length: float,
-        batch_size: float,
-        lr: float,
-        ema_decay: float,
-        seed: float,
-        class_conditional: bool,
-        request: gr.Request | None = None,
-    ) -> Iterator[tuple]:
-        """Callback of Start: yields (status, preview, loss plot, bucket plot, lr plot, checkpoint file)."""
-        config = training_config(
-            dataset_label,
-            upload,
-            preset_label,
-            schedule,
-            objective,
-            length_unit,
-            length,
-            batch_size,
-            lr,
-            ema_decay,
-            seed,
-            class_conditional,
-        )
+    def start(self, request: gr.Request | None = None, **controls: object) -> Iterator[tuple]:
+        """Callback of Start, given the Train tab's controls by name (see `training_config`): yields (status,
+        preview, loss plot, bucket plot, lr plot, checkpoint file)."""
+        config = training_config(**controls)
         session = self.registry.session(session_key(request))
-        try:
-            ticket = self.registry.enter_queue(session, "training")
-        except JobRefused as error:
-            raise gr.Error(str(error)) from None
-        try:
-            for position in self.registry.waiting(ticket):
-                yield _nothing_new(busy_message(position, "training"))
-            if ticket.stop_requested:
-                yield _nothing_new("Stopped before it started.")
-                return
+
+        def work(job: Job) -> Iterator[tuple]:
             yield _nothing_new("Loading the data and building the model…")
-            try:
-                for update in train_live(
-                    config,
-                    compute=self.registry.compute_for("training"),
-                    stop=lambda: ticket.stop_requested or session.closed,
-                ):
-                    if not update.done:
-                        yield _training_outputs(update, status_line(update))
-                        continue
-                    download, note = self._keep(session, update)
-                    message = f"  \n{update.message}" if update.message else ""
-                    yield _training_outputs(update, status_line(update) + message + note, download)
-            except (DatasetError, ArchiveError, ImageInputError, OutOfMemory, ValueError) as error:
-                raise gr.Error(str(error)) from None
-        finally:
-            self.registry.leave(ticket)
+            for update in train_live(config, compute=job.compute, stop=job.stopped):
+                if not update.done:
+                    yield _training_outputs(update, status_line(update))
+                    continue
+                download, note = self._keep(session, update)
+                message = f"  \n{update.message}" if update.message else ""
+                yield _training_outputs(update, status_line(update) + message + note, download)
+
+        yield from run_job(
+            self.registry,
+            session,
+            "training",
+            work,
+            waiting=_nothing_new,
+            expected_errors=(DatasetError, ArchiveError, ImageInputError, OutOfMemory, ValueError),
+        )
 
     def _keep(self, session: UserSession, update: LiveUpdate) -> tuple[str | None, str]:
         """Save the finished model in the user's folder, zip it for download, and add it to their Sample menu."""
@@ -320,10 +281,24 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
             download = gr.File(label="Checkpoint (zip of safetensors + config.json)", interactive=False)
 
     dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
+    controls = {  # the order of the API's parameters; the names are training_config's
+        "dataset_label": dataset,
+        "upload": upload,
+        "preset_label": preset,
+        "schedule": schedule,
+        "objective": objective,
+        "length_unit": length_unit,
+        "length": length,
+        "batch_size": batch_size,
+        "lr": lr,
+        "ema_decay": ema,
+        "seed": seed,
+        "class_conditional": conditional,
+    }
     tab.start_event = start.click(
         tab.start,
-        [dataset, upload, preset, schedule, objective, length_unit, length, batch_size, lr, ema, seed, conditional],
-        [status, preview, loss_plot, bucket_plot, lr_plot, download],
+        inputs_kwargs=controls,
+        outputs=[status, preview, loss_plot, bucket_plot, lr_plot, download],
         api_name="train",
         concurrency_id=HEAVY_GROUP,
         concurrency_limit=HEAVY_CONCURRENCY,
