@@ -29,11 +29,12 @@ import torch
 from torch import nn
 
 from core.checkpoint import load_checkpoint, load_training_state, save_checkpoint
-from core.data import ImageDataset, PointDataset, dataset_kind, load_dataset
+from core.data import ImageDataset, dataset_kind, load_dataset
 from core.device import PRECISIONS, available_cores, pick_device, uses_bf16
 from core.diffusion import OBJECTIVES, WEIGHTINGS, training_loss
 from core.schedules import SCHEDULE_NAMES, make_schedule
 from core.toy import make_toy_mlp
+from core.toy_data import PointDataset
 from core.unet import PRESETS, make_unet
 
 log = logging.getLogger(__name__)

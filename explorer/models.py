@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint import Checkpoint, load_checkpoint
-from core.data import ASSETS, TOY_DATASET_NAMES, load_toy
+from core.data import ASSETS
 from core.device import pick_device
+from core.toy_data import TOY_DATASET_NAMES, load_toy
 
 PRETRAINED_DIR = ASSETS / "checkpoints"
 PRETRAINED: dict[str, str] = {  # folder -> name in the model menu, in menu order

@@ -30,13 +30,12 @@ from core import image_files
 from core.data import (
     DATA_ENV,
     DATASET_NAMES,
-    TOY_DATASET_NAMES,
     DatasetError,
-    PointDataset,
     data_root,
     load_dataset,
 )
 from core.image_files import ArchiveError
+from core.toy_data import TOY_DATASET_NAMES, PointDataset
 from core.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
