@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from core.data import DATASET_NAMES
@@ -26,6 +25,7 @@ from core.device import PRECISIONS, pick_device
 from core.diffusion import OBJECTIVES, WEIGHTINGS
 from core.imaging import save_images, save_points
 from core.metrics import DIGIT_DATASETS, evaluate_points, evaluate_samples, real_floor
+from core.progress import format_seconds, progress_bar
 from core.samplers import SAMPLERS, SPACINGS, Sampler, denoise, draw_noise, make_sampler
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig, Trainer, TrainingDiverged
@@ -182,13 +182,16 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"on {trainer.device}",
         file=sys.stderr,
     )
-    bar = tqdm(total=steps, initial=trainer.step, unit="step", dynamic_ncols=True)
+    bar = progress_bar(steps, initial=trainer.step)  # tqdm on a terminal, a line every few seconds in a log
     status = 0
     record = None
     try:
         for record in trainer.run():
+            postfix = dict(loss=f"{record.loss:.4f}", lr=f"{record.lr:.2e}", img_s=f"{record.images_per_second:.0f}")
+            if steps is None and record.eta_seconds is not None:  # a time budget: the trainer knows the time left
+                postfix["left"] = format_seconds(record.eta_seconds)
+            bar.set_postfix(**postfix, refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{record.loss:.4f}", lr=f"{record.lr:.2e}", img_s=f"{record.images_per_second:.0f}")
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         status = 1
@@ -256,7 +259,7 @@ def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, 
     labels = None if args.label is None else torch.full((args.n,), args.label, dtype=torch.long, device=device)
     outputs = []
     start = time.perf_counter()
-    with tqdm(total=steps * -(-args.n // args.batch_size), unit="step", dynamic_ncols=True) as bar:
+    with progress_bar(steps * -(-args.n // args.batch_size)) as bar:
         for first in range(0, args.n, args.batch_size):
             x = x_T[first : first + args.batch_size]
             y = None if labels is None else labels[first : first + args.batch_size]
