@@ -1,6 +1,7 @@
 """Checkpoints: a folder of safetensors weights and a JSON config that rebuilds everything; atomic writes.
 
-    DIR/config.json                        model config, schedule, objective, dataset, step, version, file hashes
+    DIR/config.json                        model config, schedule, objective, dataset, step, version, file hashes,
+                                           and (optional) the sampler settings it samples best with
     DIR/model.<hash>.safetensors           the trained weights
     DIR/ema.<hash>.safetensors             the EMA weights (used for sampling when present)
     DIR/training_state.<hash>.safetensors  optimizer moments and RNG states, for resuming (optional)
@@ -13,6 +14,10 @@ replaced with os.replace; only then are the previous files deleted. So a save th
 moment leaves a checkpoint that loads: the previous one (config.json still names the previous files) or the new
 one. A failure removes what it staged; what a killed save left behind (a temp file, unnamed weights) is removed by
 the next save into the folder and never read. Format 1 folders (fixed names: model.safetensors, ...) still load.
+
+config.json's "sampling_defaults" ({"sampler": "ddim", "steps": 50, "eta": 1.0}, core.samplers.SamplingDefaults) is
+what the CLI and the Sample tab sample with unless told otherwise; a checkpoint saved before it was recorded gets
+the recommendation for its objective (SamplingDefaults.for_objective). Editing it does not touch the weights' hashes.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from core import __version__
+from core.diffusion import OBJECTIVES
+from core.samplers import SamplingDefaults
 from core.schedules import NoiseSchedule, schedule_from_params
 from core.toy import ToyMLP
 from core.unet import UNet
@@ -40,6 +47,7 @@ from core.unet import UNet
 FORMAT = "ddpm-explorer-checkpoint"
 FORMAT_VERSION = 2  # 1: fixed weight file names; 2: names carrying the file's hash (atomic saves)
 CONFIG_FILE = "config.json"
+SAMPLING_DEFAULTS = "sampling_defaults"  # config.json's (optional) record of the sampler settings, see above
 # the three weight files by role (also their format-1 names); in a folder: "<stem>.<hash>.safetensors"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -63,6 +71,20 @@ def build_model(model_config: dict) -> nn.Module:
         return MODEL_BUILDERS[kind](model_config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"model config does not build a model: {error}") from error
+
+
+def sampling_defaults_of(config: dict) -> SamplingDefaults:
+    """The sampler settings a checkpoint's config records, or, when it records none (saved before they were),
+    the recommendation for its objective. CheckpointError if the record is invalid."""
+    record = config.get(SAMPLING_DEFAULTS)
+    if record is None:
+        return SamplingDefaults.for_objective(config["objective"])
+    schedule = config.get("schedule")
+    num_timesteps = schedule.get("num_timesteps") if isinstance(schedule, dict) else None
+    try:
+        return SamplingDefaults.from_dict(record, num_timesteps if isinstance(num_timesteps, int) else None)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{CONFIG_FILE}: {SAMPLING_DEFAULTS} {error}") from error
 
 
 def _sha256(path: Path) -> str:
@@ -149,7 +171,10 @@ def save_checkpoint(
     rng_states: dict[str, Tensor] | None = None,
 ) -> Path:
     """Save a checkpoint folder atomically. `config` holds at least "schedule" (NoiseSchedule.params) and
-    "objective"; the model config, format and package version are added here. Returns the folder."""
+    "objective", and may hold "sampling_defaults" (SamplingDefaults.to_dict(); an invalid one is refused before
+    anything is written); the model config, format and package version are added here. Returns the folder."""
+    if config.get(SAMPLING_DEFAULTS) is not None:
+        sampling_defaults_of(config)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Tensor]] = {MODEL_FILE: _state_tensors(model)}
@@ -241,6 +266,9 @@ def read_config(directory: str | Path) -> dict:
     for key in ("model", "schedule", "objective", "files"):
         if key not in config:
             raise CheckpointError(f"{CONFIG_FILE} lacks {key!r}")
+    if config["objective"] not in OBJECTIVES:
+        raise CheckpointError(f"{CONFIG_FILE} has objective {config['objective']!r}; known: {', '.join(OBJECTIVES)}")
+    sampling_defaults_of(config)  # a bad record is refused here, with what is wrong
     version = config.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{CONFIG_FILE} has format version {version!r}; this app reads up to {FORMAT_VERSION}")
@@ -334,6 +362,11 @@ class Checkpoint:
     @property
     def step(self) -> int:
         return int(self.config.get("step", 0))
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """The sampler settings this checkpoint samples best with (its record, or its objective's defaults)."""
+        return sampling_defaults_of(self.config)
 
     @property
     def sampling_model(self) -> nn.Module:

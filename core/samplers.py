@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import NamedTuple
+from dataclasses import asdict, dataclass, fields
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -215,6 +216,81 @@ def make_sampler(
     if name == "ddim":
         return DDIMSampler(schedule, eta, objective=objective, clip_x0=clip_x0, spacing=spacing)
     return DDPMSampler(schedule, objective=objective, clip_x0=clip_x0, spacing=spacing)
+
+
+DDIM_STEPS = 50  # DDIM's usual number of network calls (FD near DDPM-1000's at 1/20 of the calls, RESULTS.md)
+
+
+def default_steps(sampler: str, num_timesteps: int) -> int:
+    """A sampler's usual number of network calls: 50 for DDIM, every timestep (T) for DDPM."""
+    return DDIM_STEPS if sampler == "ddim" else num_timesteps
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The sampler settings a checkpoint samples best with: its config.json records them as "sampling_defaults"
+    (core/checkpoint.py), and the CLI and the Sample tab start from them. Sampler names are core's ("ddpm", "ddim");
+    an invalid value raises ValueError saying which field and what is allowed."""
+
+    sampler: Literal["ddpm", "ddim"] = "ddim"  # a name in SAMPLERS
+    steps: int = DDIM_STEPS  # network calls, 1..T
+    eta: float = 0.0  # DDIM's fresh noise per step, 0..1: 0 deterministic, 1 DDPM-like (DDPM ignores it)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        eta = self.eta
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}")
+        object.__setattr__(self, "eta", float(eta))
+
+    @classmethod
+    def for_objective(cls, objective: str) -> SamplingDefaults:
+        """What a model trained for `objective` samples best with. x0: DDIM-50 with eta 1 (measured on the shipped
+        x0 digit models, benchmarks/RESULTS.md "Sampler quality": lower FD than eta 0 at every step count, FD 21.0
+        against 36.7 at 50 steps unconditional). eps and v: DDIM-50 with eta 0 (Song et al. 2021, Table 1: eta 0
+        beats eta 1 at 10-100 steps on eps models)."""
+        check_objective(objective)
+        return cls(eta=1.0 if objective == "x0" else 0.0)
+
+    def check_steps(self, num_timesteps: int) -> SamplingDefaults:
+        """Itself, after checking that its steps fit a schedule of `num_timesteps` (ValueError if not)."""
+        if self.steps > num_timesteps:
+            raise ValueError(f"steps must be at most {num_timesteps} (the model's T), got {self.steps}")
+        return self
+
+    def override(
+        self,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        num_timesteps: int,
+    ) -> SamplingDefaults:
+        """These settings with the ones given replaced (None keeps the recorded one), checked against T. Another
+        sampler than the recorded one, given without steps, takes its own usual count (`default_steps`)."""
+        chosen = sampler or self.sampler
+        if steps is None:
+            steps = self.steps if chosen == self.sampler else default_steps(chosen, num_timesteps)
+        return SamplingDefaults(chosen, steps, self.eta if eta is None else eta).check_steps(num_timesteps)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: object, num_timesteps: int | None = None) -> SamplingDefaults:
+        """Read a record written by `to_dict` (a JSON object with exactly sampler, steps and eta); ValueError says
+        what is wrong. With `num_timesteps`, steps must also fit the schedule."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(record, dict):
+            raise ValueError(f"must be an object with {', '.join(names)}, got {record!r:.100}")
+        missing, unknown = [n for n in names if n not in record], sorted(set(map(str, record)) - set(names))
+        if missing or unknown:
+            raise ValueError(f"must have exactly {', '.join(names)}; missing {missing}, unknown {unknown}")
+        defaults = cls(**record)
+        return defaults if num_timesteps is None else defaults.check_steps(num_timesteps)
 
 
 class Step(NamedTuple):

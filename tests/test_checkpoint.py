@@ -21,9 +21,11 @@ from core.checkpoint import (
     checkpoint_file,
     load_checkpoint,
     load_training_state,
+    read_config,
     save_checkpoint,
     weight_file_role,
 )
+from core.samplers import SamplingDefaults
 from core.schedules import make_schedule
 from core.unet import UNet
 
@@ -198,6 +200,49 @@ def test_a_pickle_is_never_loaded(saved):
 def test_resume_needs_training_state(saved):
     with pytest.raises(CheckpointError, match="no training state"):
         load_training_state(saved, None)
+
+
+def test_sampling_defaults_round_trip(tmp_path):
+    record = SamplingDefaults("ddpm", 40, 0.5)
+    save_checkpoint(tmp_path, tiny_unet(), {**run_config(), "sampling_defaults": record.to_dict()})
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["sampling_defaults"] == {
+        "sampler": "ddpm",
+        "steps": 40,
+        "eta": 0.5,
+    }
+    assert load_checkpoint(tmp_path).sampling_defaults == record
+
+
+@pytest.mark.parametrize(("objective", "eta"), [("x0", 1.0), ("eps", 0.0), ("v", 0.0)])
+def test_a_checkpoint_without_the_record_gets_its_objectives_defaults(saved, objective, eta):
+    """Checkpoints saved before the record existed load, and sample with DDIM-50 (eta 1 for x0 prediction)."""
+    rewrite_config(saved, lambda c: c.update({"objective": objective}))
+    assert "sampling_defaults" not in read_config(saved)
+    assert load_checkpoint(saved).sampling_defaults == SamplingDefaults("ddim", 50, eta)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ("ddim", "must be an object with sampler, steps, eta"),
+        ({"sampler": "ddim", "steps": 50}, "missing ['eta']"),
+        ({"sampler": "ddim", "steps": 50, "eta": 1, "cfg": 2}, "unknown ['cfg']"),
+        ({"sampler": "euler", "steps": 50, "eta": 0}, "unknown sampler 'euler'; choose one of ddpm, ddim"),
+        ({"sampler": "ddim", "steps": 0, "eta": 0}, "steps must be a positive integer, got 0"),
+        ({"sampler": "ddim", "steps": 12.5, "eta": 0}, "steps must be a positive integer, got 12.5"),
+        ({"sampler": "ddim", "steps": 101, "eta": 0}, "steps must be at most 100 (the model's T), got 101"),
+        ({"sampler": "ddim", "steps": 50, "eta": 1.5}, "eta must be in [0, 1]"),
+        ({"sampler": "ddim", "steps": 50, "eta": "1"}, "eta must be in [0, 1]"),
+    ],
+)
+def test_a_bad_sampling_record_is_refused_with_what_is_wrong(saved, tmp_path, record, message):
+    rewrite_config(saved, lambda c: c.update({"sampling_defaults": record}))
+    with pytest.raises(CheckpointError, match=r"config\.json: sampling_defaults") as error:
+        load_checkpoint(saved)
+    assert message in str(error.value)
+    with pytest.raises(CheckpointError, match="sampling_defaults"):  # nor is it ever saved
+        save_checkpoint(tmp_path / "new", tiny_unet(), {**run_config(), "sampling_defaults": record})
+    assert not (tmp_path / "new").exists()
 
 
 def test_saved_files_are_readable_by_others(saved):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, read_config
 from core.data import TOY_DATASET_NAMES
 from core.metrics import evaluate_points, predict_logits
-from core.samplers import draw_noise, make_sampler, sample
+from core.samplers import SamplingDefaults, draw_noise, make_sampler, sample
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
 EXPECTED = ["mnist_uncond", "mnist_cond", *(f"toy_{name}" for name in TOY_DATASET_NAMES)]
@@ -40,6 +40,15 @@ def test_checkpoint_loads_with_ema_weights_and_no_training_state(name):
     assert checkpoint.ema_model is not None and checkpoint.sampling_model is checkpoint.ema_model
     assert not (CHECKPOINTS / name / "training_state.safetensors").exists()
     assert checkpoint.step > 0
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_checkpoint_records_the_sampler_settings_it_samples_best_with(name):
+    """DDIM, 50 steps, eta 1 (benchmarks/RESULTS.md "Sampler quality": the x0 digit models at every step count,
+    the eps toys on average); written into config.json after training, so the load also proves that the weights'
+    recorded hashes still hold."""
+    assert read_config(CHECKPOINTS / name)["sampling_defaults"] == {"sampler": "ddim", "steps": 50, "eta": 1.0}
+    assert load_checkpoint(CHECKPOINTS / name).sampling_defaults == SamplingDefaults("ddim", 50, 1.0)
 
 
 def test_unconditional_digits_are_recognised():
