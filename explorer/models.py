@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from core.checkpoint import Checkpoint, load_checkpoint
 from core.data import ASSETS
 from core.device import pick_device
+from core.samplers import SamplingDefaults
 from core.toy_data import TOY_DATASET_NAMES, load_toy
 
 PRETRAINED_DIR = ASSETS / "checkpoints"
@@ -55,6 +56,13 @@ class ModelEntry:
     @property
     def num_classes(self) -> int | None:
         return getattr(self.model, "num_classes", None) or None
+
+    @property
+    def sampling_defaults(self) -> SamplingDefaults:
+        """The sampler settings this model samples best with, for the Sample tab's controls: `.sampler` is core's
+        name, "ddim" or "ddpm" (the tab's radio spells it `.sampler.upper()`), `.steps` an int in 1..T, `.eta` a
+        float in 0..1. From the checkpoint's config.json record, or its objective's defaults when it has none."""
+        return self.checkpoint.sampling_defaults
 
     @property
     def dataset_name(self) -> str:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.samplers import make_sampler, sample
+from core.samplers import SamplingDefaults, make_sampler, sample
 from explorer.models import DEFAULT_MODEL, PRETRAINED, pretrained, pretrained_names
 from explorer.sampling_run import (
     EACH_CLASS,
@@ -37,6 +37,13 @@ def moons():
 def test_every_shipped_model_is_in_the_menu():
     assert pretrained_names() == list(PRETRAINED.values())
     assert pretrained("no such model") is None
+
+
+def test_every_shipped_model_offers_the_sampler_settings_it_records():
+    """The Sample tab starts from these (the shipped checkpoints record DDIM, 50 steps, eta 1)."""
+    for name in PRETRAINED.values():
+        defaults = pretrained(name).sampling_defaults
+        assert defaults == SamplingDefaults("ddim", 50, 1.0) and defaults.sampler.upper() == "DDIM"
 
 
 def test_sampling_yields_one_record_per_step_and_matches_core(digits):
