@@ -113,9 +113,13 @@ def write_section(heading: str, section: str, path: Path = RESULTS_PATH) -> None
     path.write_text(before + section + ("\n" + after if after else ""))
 
 
-def command_line() -> str:
-    """The command that ran this script, as a user would type it."""
-    return shlex.join(["python", *sys.argv])
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command that ran a benchmark, as typed at the repository root (`python benchmarks/NAME.py ARGS`, from
+    whatever folder it ran): `script` is the benchmark's __file__, `argv` the arguments its main() was given (None:
+    the process's own)."""
+    path = Path(script).resolve()
+    shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+    return shlex.join(["python", shown, *(sys.argv[1:] if argv is None else argv)])
 
 
 def section_header(heading: str, machine: str, command: str, warning: str | None = None) -> list[str]:

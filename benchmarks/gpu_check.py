@@ -189,7 +189,7 @@ def main() -> None:
     checks = correctness(device)
     rows = throughput(device, args)
     lines = [
-        *section_header(SECTION_HEADING, machine, command_line()),
+        *section_header(SECTION_HEADING, machine, command_line(__file__)),
         "| correctness check on the device | result | detail |",
         "|---|---|---|",
     ]

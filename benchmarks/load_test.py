@@ -267,7 +267,8 @@ def main() -> None:
     for clients in args.clients:
         results.append(run(clients, args.seconds, args.train_share, args.train_seconds, args.drain))
         print(f"{clients} clients: {len(results[-1]['outcomes'])} requests", flush=True)
-    lines = section_header(SECTION_HEADING, machine, command_line(), warning) + report(results, args.train_seconds)
+    header = section_header(SECTION_HEADING, machine, command_line(__file__), warning)
+    lines = header + report(results, args.train_seconds)
     print("\n".join(lines))
     if not args.no_write:
         write_section(SECTION_HEADING, "\n".join(lines) + "\n")

@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     d = TrainConfig(**BASE)
     own = "the digits' own 28"
-    header = "\n".join(section_header(SECTION, machine, command_line(), warning)[1:]).strip()
+    header = "\n".join(section_header(SECTION, machine, command_line(__file__, argv), warning)[1:]).strip()
     preamble = header + (
         f"\n\nEach row: the search's base recipe (preset {d.preset!r}, objective {d.objective!r}, "
         f"schedule {d.schedule!r}, image size {d.image_size or own}, batch {d.batch_size}, "
@@ -214,8 +214,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"over the budget, EMA {d.ema_decay}, precision {d.precision!r}) with the listed changes, "
         f"trained for {args.budget:g} s on the 4,000 mnist5k training digits, then {args.n} samples, "
         f"DDIM-{DDIM_STEPS} from the EMA weights, scored against held-out digits (real-vs-real floor "
-        f"at n = {args.n}: {floor:.1f}). Rows from earlier runs of this script are kept until rerun; "
-        "the machine and command above are the latest run's."
+        f"at n = {args.n}: {floor:.1f}). Rows from earlier runs of this script are kept until rerun "
+        "(`python benchmarks/recipe_search.py --only NAME` reruns the row NAME); the machine and command above are "
+        "the latest run's."
     )
     text = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
     args.results.write_text(merge_section(text, new_rows, preamble))

@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     pictures = Path(tempfile.mkdtemp(prefix="samplers_")) if args.no_write else args.pictures
     pictures.mkdir(parents=True, exist_ok=True)
     floor = real_floor(args.n, seed=args.seed)
-    lines = section_header(SECTION_HEADING, machine, command_line(), warning)
+    lines = section_header(SECTION_HEADING, machine, command_line(__file__, argv), warning)
     lines += [
         f"Each row: {args.n} samples from one fixed x_T (seed {args.seed}), x0 clipped to [-1, 1], the EMA weights "
         "of the shipped checkpoint; wall seconds for all of them on this machine. Digits are scored by "

@@ -61,7 +61,6 @@ import dataclasses
 import importlib.metadata
 import json
 import math
-import shlex
 import sys
 import tempfile
 import time
@@ -71,7 +70,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_PATH, busy_warning, line_chart, machine_description, section_header, write_section
+from common import (
+    RESULTS_PATH,
+    busy_warning,
+    command_line,
+    line_chart,
+    machine_description,
+    section_header,
+    write_section,
+)
 from torch import Tensor
 
 from core.data import load_dataset
@@ -302,7 +309,8 @@ def report(
         "budget (its lr decays over the budget); the peers (constant lr) continue one run across budgets. "
         "Configurations and fairness choices: see the module docstring. "
         f"Rows accumulate in {POINTS_FILE.name} (benchmarks/results/) across runs of this script: each run replaces "
-        "the rows of the (contender, lr) pairs it ran; the machine and command above are the latest run's.",
+        "the rows of the (contender, lr) pairs it ran (`python benchmarks/time_to_quality.py --contenders C --lrs LR` "
+        "reruns those of contender C at lr LR); the machine and command above are the latest run's.",
         "",
         f"| contender | lr | budget s | training steps | images/s | FD | FD / floor | confident fraction "
         f"| entropy | sampling s ({args.n} samples) |",
@@ -384,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{importlib.metadata.version('denoising-diffusion-pytorch')}"
     )
     machine = machine_description(threads, versions)
-    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv])
+    command = command_line(__file__, argv)
     print(machine, flush=True)
     warning = busy_warning()
     if warning:

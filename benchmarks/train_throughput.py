@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -33,7 +32,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from common import RESULTS_PATH, busy_warning, machine_description, section_header, time_calls, write_section
+from common import (
+    RESULTS_PATH,
+    busy_warning,
+    command_line,
+    machine_description,
+    section_header,
+    time_calls,
+    write_section,
+)
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -310,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(threads)
     machine = machine_description(threads, f"diffusers {diffusers.__version__}")
     warning = busy_warning()
-    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(["python", __file__, *argv])
+    command = command_line(__file__, argv)
     print(machine, flush=True)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)

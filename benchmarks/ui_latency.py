@@ -290,7 +290,7 @@ def main() -> None:
     # first, while this process has computed nothing: the live training, as the app's compute thread runs it
     rows, scores = live_training()
     machine = machine_description(torch.get_num_threads())
-    lines = section_header(SECTION_HEADING, machine, command_line(), warning)
+    lines = section_header(SECTION_HEADING, machine, command_line(__file__), warning)
     lines += [
         "| callback (server side, in process) | median ms | p90 ms | target ms | verdict |",
         "|---|---|---|---|---|",
