@@ -1,6 +1,6 @@
-"""Train the reference digit classifier behind core/metrics.py and write it to assets/classifier/.
+"""Train the reference digit classifier of core/classifier.py and write it to assets/classifier/.
 
-Trains `core.metrics.DigitClassifier` on mnist5k's training split only (4,000 digits, affine augmentation), with
+Trains `core.classifier.DigitClassifier` on mnist5k's training split only (4,000 digits, affine augmentation), with
 a fixed seed, on the CPU, then reports its accuracy on the 1,000 held-out digits (never trained on) and writes
 model.safetensors + config.json atomically (architecture, training settings, seed, held-out accuracy, package
 version, file hash). Refuses to write weights below 98% held-out accuracy. Run once, from the project root:
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from core.metrics import CLASSIFIER_DIR, save_classifier, train_classifier
+from core.classifier import CLASSIFIER_DIR
+from core.classifier_training import save_classifier, train_classifier
 
 MIN_ACCURACY = 0.98
 

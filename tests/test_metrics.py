@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.classifier import CLASSIFIER_DIR, load_classifier, load_reference_classifier
+from core.classifier_training import accuracy, train_classifier
 from core.cli import main
 from core.data import load_dataset
 from core.metrics import (
-    CLASSIFIER_DIR,
-    accuracy,
     class_entropy,
     classifier_features,
     confident_fraction,
@@ -26,12 +26,9 @@ from core.metrics import (
     fit_gaussian,
     frechet_distance,
     gaussian_frechet_distance,
-    load_classifier,
-    load_reference_classifier,
     nearest_neighbour_distance,
     real_floor,
     sliced_wasserstein,
-    train_classifier,
 )
 
 
