@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -248,15 +248,7 @@ def measure_forward_time(
 
 def as_unet_config(config: dict | UNetConfig) -> UNetConfig:
     """A validated `UNetConfig` from a config object, `UNet.config`, or a partial dict such as `PRESETS["seed"]`."""
-    if isinstance(config, UNetConfig):
-        cfg = UNetConfig(**asdict(config))
-    else:
-        allowed = {f.name for f in fields(UNetConfig)}
-        kwargs = {k: v for k, v in dict(config).items() if k != "type"}
-        unknown = set(kwargs) - allowed
-        if unknown:
-            raise ValueError(f"unknown U-Net config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-        cfg = UNetConfig(**kwargs)
+    cfg = UNetConfig(**asdict(config)) if isinstance(config, UNetConfig) else UNetConfig.from_dict(dict(config))
     cfg.channel_mults = tuple(int(m) for m in cfg.channel_mults)
     cfg.attention_levels = tuple(int(a) for a in cfg.attention_levels)
     cfg.validate()
@@ -266,9 +258,8 @@ def as_unet_config(config: dict | UNetConfig) -> UNetConfig:
 def meta_unet(config: dict | UNetConfig) -> UNet:
     """The U-Net of `config` on the meta device: its structure and parameter count, with no memory or compute."""
     cfg = as_unet_config(config)
-    kwargs = asdict(cfg)
     with torch.device("meta"):
-        return UNet(**kwargs)
+        return UNet(cfg)
 
 
 def level_shapes(config: dict | UNetConfig, image_size: int) -> list[LevelShape]:

@@ -16,7 +16,7 @@ classifier-free guidance (Ho & Salimans 2022) and when y is None.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -138,72 +138,66 @@ class UNetConfig:
             if not ok:
                 raise ValueError(message)
 
+    @classmethod
+    def from_dict(cls, config: dict) -> UNetConfig:
+        """The config of `UNet.config` (its "type" is dropped) or of any subset of the fields, such as a preset's;
+        an unknown key raises ValueError naming the allowed ones."""
+        allowed = {f.name for f in fields(cls)}
+        values = {k: v for k, v in config.items() if k != "type"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown U-Net config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return cls(**values)
+
 
 class UNet(nn.Module):
-    """The U-Net denoiser: forward(x [B, C, H, W], t [B], y [B] | None) -> prediction [B, C_out, H, W].
+    """The U-Net denoiser, built from its config as nanoGPT's GPT(config): `UNet(UNetConfig(...))`;
+    forward(x [B, C, H, W], t [B], y [B] | None) -> prediction [B, C_out, H, W].
 
-    H and W must be divisible by 2 ** (levels - 1). See the module docstring for the architecture.
+    H and W must be divisible by 2 ** (levels - 1). See the module docstring for the architecture. `make_unet` builds
+    one from a named preset, `UNet.from_config` from the dict that `UNet.config` gives and checkpoints store.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        out_channels: int | None = None,
-        base_channels: int = 64,
-        channel_mults: tuple[int, ...] = (1, 2, 4),
-        num_res_blocks: int = 1,
-        time_emb_dim: int = 256,
-        attention_levels: tuple[int, ...] = (),
-        num_classes: int | None = None,
-        dropout: float = 0.0,
-        mid_attention: bool = False,
-        extra: dict | None = None,
-    ):
+    def __init__(self, config: UNetConfig):
         super().__init__()
-        cfg = UNetConfig(
-            in_channels,
-            out_channels,
-            base_channels,
-            tuple(channel_mults),
-            num_res_blocks,
-            time_emb_dim,
-            tuple(attention_levels),
-            mid_attention,
-            num_classes,
-            dropout,
-            dict(extra or {}),
+        if not isinstance(config, UNetConfig):
+            raise TypeError(f"UNet takes a UNetConfig, got {type(config).__name__} (from a dict: UNet.from_config)")
+        cfg = replace(  # a copy, so that changing the caller's config later leaves this model's alone
+            config,
+            channel_mults=tuple(config.channel_mults),
+            attention_levels=tuple(config.attention_levels),
+            extra=dict(config.extra or {}),
         )
         cfg.validate()
         self.cfg = cfg
-        self.num_classes = num_classes
+        self.num_classes = cfg.num_classes
         self.num_levels = len(cfg.channel_mults)
-        widths = [base_channels * m for m in cfg.channel_mults]
+        widths = [cfg.base_channels * m for m in cfg.channel_mults]
+        emb_dim, num_blocks, dropout = cfg.time_emb_dim, cfg.num_res_blocks, cfg.dropout
 
-        self.time_embedding = TimeEmbedding(time_emb_dim)
-        self.class_embedding = nn.Embedding(num_classes + 1, time_emb_dim) if num_classes else None
-        self.input_conv = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        self.time_embedding = TimeEmbedding(emb_dim)
+        self.class_embedding = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.input_conv = nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)
 
         self.down_levels = nn.ModuleList()
         self.downsamples = nn.ModuleList()
         channels = widths[0]
         for i, width in enumerate(widths):
-            self.down_levels.append(
-                Level(channels, width, time_emb_dim, num_res_blocks, i in cfg.attention_levels, dropout)
-            )
+            self.down_levels.append(Level(channels, width, emb_dim, num_blocks, i in cfg.attention_levels, dropout))
             channels = width
             if i < self.num_levels - 1:
                 self.downsamples.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
 
-        self.mid_block1 = ResidualBlock(channels, channels, time_emb_dim, dropout)
-        self.mid_attention = SelfAttention(channels) if mid_attention else nn.Identity()
-        self.mid_block2 = ResidualBlock(channels, channels, time_emb_dim, dropout)
+        self.mid_block1 = ResidualBlock(channels, channels, emb_dim, dropout)
+        self.mid_attention = SelfAttention(channels) if cfg.mid_attention else nn.Identity()
+        self.mid_block2 = ResidualBlock(channels, channels, emb_dim, dropout)
 
         self.up_levels = nn.ModuleList()
         self.upsamples = nn.ModuleList()
         for i in reversed(range(self.num_levels)):
             width = widths[i]
             self.up_levels.append(
-                Level(channels + width, width, time_emb_dim, num_res_blocks, i in cfg.attention_levels, dropout)
+                Level(channels + width, width, emb_dim, num_blocks, i in cfg.attention_levels, dropout)
             )
             channels = width
             if i > 0:
@@ -211,7 +205,7 @@ class UNet(nn.Module):
                 channels = widths[i - 1]
 
         self.output_norm = nn.GroupNorm(group_count(channels), channels)
-        self.output_conv = nn.Conv2d(channels, cfg.out_channels or in_channels, 3, padding=1)
+        self.output_conv = nn.Conv2d(channels, cfg.out_channels or cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.output_conv.weight)  # start as "predict zero": a stable first step
         nn.init.zeros_(self.output_conv.bias)
 
@@ -225,12 +219,7 @@ class UNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> UNet:
-        allowed = {f.name for f in fields(UNetConfig)}
-        kwargs = {k: v for k, v in config.items() if k != "type"}
-        unknown = set(kwargs) - allowed
-        if unknown:
-            raise ValueError(f"unknown U-Net config keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-        return cls(**kwargs)
+        return cls(UNetConfig.from_dict(config))
 
     @property
     def size_multiple(self) -> int:
@@ -289,9 +278,9 @@ PRESETS: dict[str, dict] = {
 
 
 def make_unet(preset: str = "tiny", *, in_channels: int = 1, num_classes: int | None = None, **overrides) -> UNet:
-    """Build a U-Net from a named preset ("seed", "tiny", "small"), with any constructor argument overridden."""
+    """Build a U-Net from a named preset ("seed", "tiny", "small"), with any `UNetConfig` field overridden."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     kwargs = {**PRESETS[preset], **overrides}
     extra = {"preset": preset, **kwargs.pop("extra", {})}
-    return UNet(in_channels=in_channels, num_classes=num_classes, extra=extra, **kwargs)
+    return UNet(UNetConfig(in_channels=in_channels, num_classes=num_classes, extra=extra, **kwargs))

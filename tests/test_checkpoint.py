@@ -27,12 +27,12 @@ from core.checkpoint import (
 )
 from core.samplers import SamplingDefaults
 from core.schedules import make_schedule
-from core.unet import UNet
+from core.unet import UNet, UNetConfig
 
 
 def tiny_unet(seed=0, **kwargs):
     torch.manual_seed(seed)
-    net = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16, **kwargs)
+    net = UNet(UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16, **kwargs))
     torch.nn.init.normal_(net.output_conv.weight, std=0.1)
     return net
 
@@ -260,7 +260,7 @@ KILLED_SAVE = textwrap.dedent(
     import torch
     import core.checkpoint as checkpoint_module
     from core.schedules import make_schedule
-    from core.unet import UNet
+    from core.unet import UNet, UNetConfig
 
     directory, where, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     calls = {"write": 0, "replace": 0, "unlink": 0}
@@ -280,7 +280,7 @@ KILLED_SAVE = textwrap.dedent(
     os.replace = die_at("replace", os.replace)
     checkpoint_module.Path.unlink = die_at("unlink", checkpoint_module.Path.unlink)
     torch.manual_seed(6)
-    model = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+    model = UNet(UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16))
     config = {"schedule": make_schedule("cosine", 100).params, "objective": "v", "step": 6}
     checkpoint_module.save_checkpoint(directory, model, config, ema_model=model)
     print("not killed")
@@ -312,7 +312,9 @@ def test_a_save_killed_at_any_moment_leaves_a_checkpoint_that_loads(tmp_path, wh
     assert loaded.step == survivor
     torch.manual_seed(6)
     expected = (
-        tiny_unet(0) if survivor == 5 else UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+        tiny_unet(0)
+        if survivor == 5
+        else UNet(UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16))
     )
     assert all(
         torch.equal(a, b)

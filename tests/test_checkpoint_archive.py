@@ -13,13 +13,13 @@ import core.checkpoint_archive as archive_module
 from core.checkpoint import EMA_FILE, MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint, weight_file_role
 from core.checkpoint_archive import pack_checkpoint, unpack_checkpoint
 from core.schedules import make_schedule
-from core.unet import UNet
+from core.unet import UNet, UNetConfig
 
 
 @pytest.fixture
 def checkpoint_dir(tmp_path):
     torch.manual_seed(0)
-    model = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+    model = UNet(UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16))
     config = {"schedule": make_schedule("cosine", 100).params, "objective": "x0", "step": 3}
     return save_checkpoint(tmp_path / "run", model, config, ema_model=model)
 

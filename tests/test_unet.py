@@ -3,26 +3,28 @@
 import pytest
 import torch
 
-from core.unet import PRESETS, UNet, make_unet
+from core.unet import PRESETS, UNet, UNetConfig, make_unet
 
 
 @pytest.fixture(scope="module")
 def small_net():
     torch.manual_seed(0)
     return UNet(
-        in_channels=1,
-        base_channels=8,
-        channel_mults=(1, 2, 2),
-        time_emb_dim=16,
-        attention_levels=(1,),
-        mid_attention=True,
+        UNetConfig(
+            in_channels=1,
+            base_channels=8,
+            channel_mults=(1, 2, 2),
+            time_emb_dim=16,
+            attention_levels=(1,),
+            mid_attention=True,
+        )
     )
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_output_shape_equals_input(size, channels):
-    net = UNet(in_channels=channels, base_channels=8, channel_mults=(1, 2, 2), time_emb_dim=16)
+    net = UNet(UNetConfig(in_channels=channels, base_channels=8, channel_mults=(1, 2, 2), time_emb_dim=16))
     x = torch.randn(2, channels, size, size)
     assert net(x, torch.tensor([0, 999])).shape == x.shape
 
@@ -51,7 +53,7 @@ def test_gradients_reach_every_parameter(small_net):
 
 def test_labels_and_time_change_the_output():
     torch.manual_seed(0)
-    net = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16, num_classes=10)
+    net = UNet(UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16, num_classes=10))
     torch.nn.init.normal_(net.output_conv.weight, std=0.1)
     x = torch.randn(1, 1, 8, 8)
     t = torch.tensor([100])
@@ -62,7 +64,7 @@ def test_labels_and_time_change_the_output():
     assert (a - net(x, torch.tensor([900]), torch.tensor([1]))).abs().max() > 1e-3
     with pytest.raises(ValueError, match=r"labels must be in 0..10"):
         net(x, t, torch.tensor([11]))
-    unconditional = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+    unconditional = UNet(UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16))
     with pytest.raises(ValueError, match="not class-conditional"):
         unconditional(x, t, torch.tensor([1]))
 
@@ -118,4 +120,4 @@ def test_presets():
 )
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(ValueError):
-        UNet(**kwargs)
+        UNet(UNetConfig(**kwargs))

@@ -60,7 +60,7 @@ def test_total_parameters_equal_the_models_and_the_rows_add_up(preset):
 
 @pytest.mark.parametrize("shape", [(1, 1, 32, 32), (2, 3, 28, 28), (1, 3, 64, 48)])
 def test_last_row_is_the_output_conv_with_the_input_shape(shape):
-    net = UNet(in_channels=shape[1], base_channels=8, channel_mults=(1, 2, 2), time_emb_dim=16)
+    net = UNet(UNetConfig(in_channels=shape[1], base_channels=8, channel_mults=(1, 2, 2), time_emb_dim=16))
     summary = summarize(net, shape)
     assert summary.rows[-1].name == "output_conv"
     assert summary.rows[-1].output_shape == shape
@@ -68,7 +68,9 @@ def test_last_row_is_the_output_conv_with_the_input_shape(shape):
 
 
 def test_rows_follow_the_order_the_blocks_run():
-    net = UNet(base_channels=8, channel_mults=(1, 2, 4), time_emb_dim=16, attention_levels=(2,), mid_attention=True)
+    net = UNet(
+        UNetConfig(base_channels=8, channel_mults=(1, 2, 4), time_emb_dim=16, attention_levels=(2,), mid_attention=True)
+    )
     names = [row.name for row in summarize(net, (1, 1, 16, 16)).rows]
     assert names == [
         "time_embedding", "input_conv",
@@ -89,8 +91,8 @@ def test_macs_of_one_conv_equal_the_closed_form(cin, cout, k, h, w):
 
 
 def test_attention_macs_are_counted():
-    plain = UNet(base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
-    attended = UNet(base_channels=8, channel_mults=(1, 2), time_emb_dim=16, attention_levels=(0,))
+    plain = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), time_emb_dim=16))
+    attended = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), time_emb_dim=16, attention_levels=(0,)))
     extra = summarize(attended, (1, 1, 8, 8)).macs - summarize(plain, (1, 1, 8, 8)).macs
     # per attention layer at level 0 (8 channels, 64 positions, 4 heads of 2): qkv 1x1 conv + proj 1x1 conv + QK^T + AV
     hw, c = 64, 8
@@ -117,7 +119,7 @@ def test_meta_device_gives_the_same_summary_without_computing():
 
 
 def test_summarize_restores_training_mode_and_refuses_bad_sizes():
-    net = UNet(base_channels=8, channel_mults=(1, 2, 2), time_emb_dim=16)
+    net = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2, 2), time_emb_dim=16))
     net.train()
     summarize(net, (1, 1, 16, 16))
     assert net.training
@@ -128,7 +130,7 @@ def test_summarize_restores_training_mode_and_refuses_bad_sizes():
 
 
 def test_measure_forward_time_is_a_short_positive_median():
-    net = UNet(base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+    net = UNet(UNetConfig(base_channels=8, channel_mults=(1, 2), time_emb_dim=16))
     seconds = measure_forward_time(net, (1, 1, 16, 16), repeats=3, warmup=1)
     assert 0 < seconds < 1
     with pytest.raises(ValueError, match="meta device"):

@@ -38,7 +38,7 @@ import explorer.tabs.forward as forward_tab
 from core.checkpoint import save_checkpoint
 from core.checkpoint_archive import pack_checkpoint
 from core.schedules import make_schedule
-from core.unet import UNet
+from core.unet import UNet, UNetConfig
 from explorer.app import LAUNCH_OPTIONS
 from explorer.tabs.forward import MY_UPLOAD
 
@@ -247,7 +247,7 @@ SESSIONS_ROOT = Path(tempfile.gettempdir()) / "ddpm-explorer-sessions"  # explor
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    model = UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16)
+    model = UNet(UNetConfig(in_channels=1, base_channels=8, channel_mults=(1, 2), time_emb_dim=16))
     with torch.no_grad():  # its output layer starts at zero: random weights make every picture it draws its own
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.2)

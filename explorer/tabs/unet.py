@@ -162,7 +162,7 @@ def check_budget(cfg: UNetConfig, image_size: int, *, trusted: bool = False) -> 
             f"too much for this explorer (at most {side}x{side}). Move attention to a smaller level or "
             f"use a smaller input."
         )
-    net = UNet(**asdict(cfg)) if trusted else meta_unet(cfg)
+    net = UNet(cfg) if trusted else meta_unet(cfg)
     parameters = sum(p.numel() for p in net.parameters())
     if parameters > MAX_PARAMETERS:
         raise gr.Error(
@@ -190,7 +190,7 @@ def time_forward(cfg: UNetConfig, image_size: int) -> tuple[float, torch.device]
     """Median seconds of one forward pass at batch 1 on the explorer's device, and that device."""
     device = pick_device("auto")
     with torch.random.fork_rng(devices=[]):  # building the model must not move anyone's global RNG
-        net = UNet(**asdict(cfg))
+        net = UNet(cfg)
     net = net.to(device)
     seconds = measure_forward_time(
         net,
