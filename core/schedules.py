@@ -80,10 +80,7 @@ class NoiseSchedule:
     alphas_cumprod_prev: Tensor
     sqrt_alphas_cumprod: Tensor
     sqrt_one_minus_alphas_cumprod: Tensor
-    sqrt_recip_alphas_cumprod: Tensor
-    sqrt_recipm1_alphas_cumprod: Tensor
     posterior_variance: Tensor
-    posterior_log_variance_clipped: Tensor
     posterior_mean_coef1: Tensor
     posterior_mean_coef2: Tensor
     snr: Tensor
@@ -100,10 +97,6 @@ class NoiseSchedule:
         one_minus = 1 - alphas_cumprod
         # eq. 7 of Ho et al.: beta-tilde_t and the two coefficients of mu-tilde_t
         posterior_variance = betas * (1 - alphas_cumprod_prev) / one_minus
-        # beta-tilde_0 is 0; log-variance uses beta-tilde_1 there, as in the reference implementation
-        posterior_log_variance_clipped = torch.log(
-            torch.cat([posterior_variance[1:2], posterior_variance[1:]]).clamp(min=1e-20)
-        )
         posterior_mean_coef1 = betas * alphas_cumprod_prev.sqrt() / one_minus
         posterior_mean_coef2 = (1 - alphas_cumprod_prev) * alphas.sqrt() / one_minus
         snr = alphas_cumprod / one_minus
@@ -114,10 +107,7 @@ class NoiseSchedule:
             alphas_cumprod_prev=alphas_cumprod_prev,
             sqrt_alphas_cumprod=alphas_cumprod.sqrt(),
             sqrt_one_minus_alphas_cumprod=one_minus.sqrt(),
-            sqrt_recip_alphas_cumprod=alphas_cumprod.rsqrt(),
-            sqrt_recipm1_alphas_cumprod=(1 / alphas_cumprod - 1).sqrt(),
             posterior_variance=posterior_variance,
-            posterior_log_variance_clipped=posterior_log_variance_clipped,
             posterior_mean_coef1=posterior_mean_coef1,
             posterior_mean_coef2=posterior_mean_coef2,
             snr=snr,
