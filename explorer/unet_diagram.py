@@ -2,6 +2,7 @@
 
 Encoder levels go down the left, the middle block sits at the bottom, decoder levels come back up the right, and
 each encoder level hands its features across to its decoder twin by a dashed skip connection (concatenation).
+The output is labelled with what the network is trained to predict (its objective: noise, clean picture or v).
 The numbers come from `core.summary.level_shapes`, so the drawing is exactly the network `core.unet.UNet` builds.
 Drawn with plotly shapes and annotations on hidden axes; large fonts for a projector.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from core.diffusion import check_objective
 from core.summary import as_unet_config, level_shapes
 from core.unet import UNetConfig
 from explorer.figures import FONT_SIZE, PALETTE, styled
@@ -17,10 +19,16 @@ from explorer.figures import FONT_SIZE, PALETTE, styled
 ENCODER, DECODER, MIDDLE, ATTENTION, INK = PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3], PALETTE[7]
 BOX_WIDTH = 3.8  # data units; the x axis spans X_RANGE
 BOX_HEIGHT = 0.66  # data units; one level per unit of y
+END_BOX_WIDTH = BOX_WIDTH + 0.8  # input and output: room for "predicted clean picture x0", widened towards the middle
 X_RANGE = (-0.6, 14.6)
 INDENT = 0.4  # each deeper level steps this far towards the middle, so the columns draw a U
 ROW_PIXELS = 118
 SKIP_NAME = "skip"
+OUTPUT_LABELS: dict[str, str] = {  # what the output is, by training objective (core.diffusion.OBJECTIVES)
+    "eps": "predicted noise ε",
+    "x0": "predicted clean picture x<sub>0</sub>",
+    "v": "predicted v",
+}
 
 
 def _fill(hex_colour: str, alpha: float) -> str:
@@ -90,14 +98,19 @@ def _blocks(n: int) -> str:
     return f"{n} res block{'s' if n != 1 else ''}"
 
 
-def unet_diagram(config: dict | UNetConfig, image_size: int, *, title: str | None = None) -> go.Figure:
+def unet_diagram(
+    config: dict | UNetConfig, image_size: int, *, title: str | None = None, objective: str = "eps"
+) -> go.Figure:
     """The U-Net of `config` (a `UNetConfig`, `UNet.config` or a preset dict) for a square `image_size` input.
 
     One box per encoder level (left, going down), the middle block (bottom), one box per decoder level (right,
     going up), input and output at the top; each labelled "<res>x<res> · <channels> ch", "+ attention" where the
-    config has it. Skip connections are dashed horizontal shapes named "skip", one per level.
-    Raises ValueError (the U-Net's message) when image_size is not divisible by 2^(levels-1).
+    config has it, the output with what a network trained for `objective` ("eps", "x0" or "v") predicts
+    (OUTPUT_LABELS). Skip connections are dashed horizontal shapes named "skip", one per level.
+    Raises ValueError (the U-Net's message) when image_size is not divisible by 2^(levels-1), or for an unknown
+    objective.
     """
+    check_objective(objective)
     cfg = as_unet_config(config)
     levels = level_shapes(cfg, image_size)
     n = len(levels)
@@ -113,20 +126,23 @@ def unet_diagram(config: dict | UNetConfig, image_size: int, *, title: str | Non
 
     top, bottom = BOX_HEIGHT / 2, -BOX_HEIGHT / 2
     # input and output, one row above level 0
+    widen = (END_BOX_WIDTH - BOX_WIDTH) / 2  # their outer edges line up with the levels' boxes
     _box(
         fig,
-        enc_x(0),
+        enc_x(0) + widen,
         1.0,
-        f"<b>input</b> x<sub>t</sub><br>{image_size}x{image_size} · {cfg.in_channels} ch",
+        f"<b>input</b> x<sub>t</sub> · {image_size}x{image_size} · {cfg.in_channels} ch<br>a noisy picture",
         "#777777",
+        width=END_BOX_WIDTH,
         name="input",
     )
     _box(
         fig,
-        dec_x(0),
+        dec_x(0) - widen,
         1.0,
-        f"<b>output</b> ε<sub>θ</sub>(x<sub>t</sub>, t)<br>{image_size}x{image_size} · {out_channels} ch",
+        f"<b>output</b> · {image_size}x{image_size} · {out_channels} ch<br>{OUTPUT_LABELS[objective]}",
         "#777777",
+        width=END_BOX_WIDTH,
         name="output",
     )
     _arrow(fig, (enc_x(0), 1.0 + bottom), (enc_x(0), top), "3x3 conv", side="right")

@@ -140,6 +140,7 @@ CASES = [
     case("/unet_summary", says("input size must be a whole number from 16 to 128, got 32.5"), image_size=32.5),
     case("/unet_summary", says("input size 30x30 is not divisible by 4"), image_size=30),
     case("/unet_summary", not_a_choice(2), in_channels=2),
+    case("/unet_summary", not_a_choice("noise"), objective="noise"),
     case(
         "/unet_summary",
         r"this network would have [\d.]+ M parameters; this explorer builds at most 50 M",

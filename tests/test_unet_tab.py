@@ -11,7 +11,7 @@ from torch import nn
 from core.summary import LayerRow, level_shapes, measure_forward_time, meta_unet, summarize
 from core.unet import PRESETS, UNet, UNetConfig, make_unet
 from explorer.tabs import unet as tab
-from explorer.unet_diagram import SKIP_NAME, unet_diagram
+from explorer.unet_diagram import OUTPUT_LABELS, SKIP_NAME, unet_diagram
 
 
 class OneConv(nn.Module):
@@ -174,6 +174,31 @@ def test_the_diagram_has_one_dashed_skip_per_level(mults):
     assert not fig.layout.xaxis.visible and not fig.layout.yaxis.visible
 
 
+def output_text(fig):
+    (text,) = [t for t in labels(fig) if t.startswith("<b>output</b>")]
+    return text
+
+
+@pytest.mark.parametrize(
+    ("objective", "label"),
+    [("eps", "predicted noise ε"), ("x0", "predicted clean picture x<sub>0</sub>"), ("v", "predicted v")],
+)
+def test_the_diagram_labels_the_output_with_what_the_objective_predicts(objective, label):
+    text = output_text(unet_diagram(PRESETS["tiny"], 28, objective=objective))
+    assert label in text and "28x28 · 1 ch" in text
+    assert [other for other in OUTPUT_LABELS.values() if other in text] == [label]
+    # and through the tab's callback, as the page's objective radio sends it
+    fig, _, _ = tab.describe_unet(*preset_args("tiny", image_size=28), objective)
+    assert label in output_text(fig)
+
+
+def test_the_diagram_and_the_tab_refuse_an_unknown_objective():
+    with pytest.raises(ValueError, match="unknown objective 'noise'"):
+        unet_diagram(PRESETS["seed"], 32, objective="noise")
+    with pytest.raises(gr.Error, match="unknown objective 'noise'; choose one of eps, x0, v"):
+        tab.describe_unet(*preset_args("seed"), "noise")
+
+
 def test_the_diagram_refuses_a_size_the_net_cannot_take():
     with pytest.raises(ValueError, match="not divisible by 4"):
         unet_diagram(PRESETS["seed"], 30)
@@ -258,6 +283,10 @@ def test_the_tab_builds_and_names_its_endpoints():
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert public == {"unet_summary", "unet_preset"}
     assert all(fn.api_name for fn in demo.fns.values())
+    (radio,) = [b for b in demo.blocks.values() if isinstance(b, gr.Radio) and b.label.endswith("trained to predict")]
+    assert [value for _, value in radio.choices] == list(OUTPUT_LABELS) and radio.value == tab.DEFAULT_OBJECTIVE
+    (changed,) = [fn for fn in demo.fns.values() if fn.api_name == "unet_objective_summary"]
+    assert changed.fn is tab.describe_unet and radio in changed.inputs  # choosing an objective redraws
 
 
 def test_the_api_answers_and_refuses_with_the_same_messages(app_url):

@@ -18,7 +18,7 @@ import torch
 from core.device import pick_device
 from core.summary import ModelSummary, level_shapes, measure_forward_time, meta_unet, summarize
 from core.unet import PRESETS, UNet, UNetConfig
-from explorer.unet_diagram import unet_diagram
+from explorer.unet_diagram import OUTPUT_LABELS, unet_diagram
 from explorer.widgets import explanation, whole_number
 
 PRESET_CHOICES = ("tiny", "small", "seed", "custom")
@@ -31,6 +31,8 @@ RES_BLOCKS_RANGE = (1, 4)
 TIME_EMB_CHOICES = (16, 32, 64, 128, 256, 512)
 IMAGE_SIZE_RANGE = (16, 128)
 IN_CHANNEL_CHOICES = (1, 3)
+OBJECTIVE_CHOICES = [("the noise ε (eps)", "eps"), ("the clean picture x0 (x0)", "x0"), ("v, a mix of both (v)", "v")]
+DEFAULT_OBJECTIVE = "eps"  # the formula in INTRO, and the classic "seed" U-Net's
 MAX_MULTS_TEXT = 40  # characters
 # the budget: the seed preset at 128x128 (7.1 M parameters, 14 G MACs) fits; a single click costs a few seconds
 MAX_PARAMETERS = 50_000_000
@@ -45,6 +47,8 @@ Given a noisy image $x_t$ and its step $t$, the U-Net guesses the noise $\epsilo
 
 $$\epsilon_\theta(x_t, t) \approx \epsilon, \quad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$$
 
+Others are trained to output the clean picture $x_0$ instead (the app's digit models are), or
+$v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0$: the same network, only what its output means changes.
 It shrinks the picture level by level to see the big shapes, grows it back, and skip connections carry the fine
 details straight across. The step $t$ becomes a vector (the time embedding) that is added inside **every** residual
 block, so one network can clean up every noise level.
@@ -239,12 +243,19 @@ def table_rows(summary: ModelSummary, levels: int) -> list[list]:
 
 
 def report(
-    cfg: UNetConfig, image_size: int, *, label: str, measure: bool = True, trusted: bool = False
+    cfg: UNetConfig,
+    image_size: int,
+    *,
+    label: str,
+    objective: str = DEFAULT_OBJECTIVE,
+    measure: bool = True,
+    trusted: bool = False,
 ) -> tuple[go.Figure, list[list], str]:
-    """Diagram, layer table and one-line summary of a validated config (timed on the device when `measure`;
-    `trusted`: see check_budget)."""
+    """Diagram (its output labelled for `objective`), layer table and one-line summary of a validated config
+    (timed on the device when `measure`; `trusted`: see check_budget)."""
     summary = check_budget(cfg, image_size, trusted=trusted)
-    figure = unet_diagram(cfg, image_size, title=f"{label}: {image_size}x{image_size} input, batch 1")
+    title = f"{label}: {image_size}x{image_size} input, batch 1"
+    figure = unet_diagram(cfg, image_size, title=title, objective=objective)
     line = (
         f"**{summary.total_parameters:,} parameters** ({summary.total_parameters * 4 / 2**20:.1f} MiB in float32) · "
         f"**{_macs_text(summary.macs)} multiply-accumulates** per forward pass"
@@ -267,10 +278,14 @@ def describe_unet(
     time_emb_dim: float,
     image_size: float,
     in_channels: float,
+    objective: str = DEFAULT_OBJECTIVE,
 ) -> tuple[go.Figure, list[list], str]:
-    """Callback: (diagram, layer table rows, Markdown line with parameters, MACs and measured forward time)."""
+    """Callback: (diagram, layer table rows, Markdown line with parameters, MACs and measured forward time); the
+    diagram's output says what a network trained for `objective` predicts."""
     if preset not in PRESET_CHOICES:
         raise gr.Error(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_CHOICES)}")
+    if objective not in OUTPUT_LABELS:
+        raise gr.Error(f"unknown objective {objective!r}; choose one of {', '.join(OUTPUT_LABELS)}")
     cfg, size = build_config(
         base_channels,
         channel_mults_text,
@@ -288,7 +303,7 @@ def describe_unet(
         label = f"custom U-Net (edited from {preset})"
     else:
         label = "custom U-Net"
-    return report(cfg, size, label=label)
+    return report(cfg, size, label=label, objective=objective)
 
 
 @functools.lru_cache(maxsize=1)
@@ -366,6 +381,13 @@ def build_tab() -> None:
                 label="Input channels",
                 info="1 for grey pictures such as MNIST digits, 3 for colour.",
             )
+            objective = gr.Radio(
+                OBJECTIVE_CHOICES,
+                value=DEFAULT_OBJECTIVE,
+                label="The network is trained to predict",
+                info="What its output means; the network is the same. The app's digit models predict x0, the 2D "
+                "toys the noise.",
+            )
             show = gr.Button("Show the network", variant="primary")
         with gr.Column(scale=2):
             figure, rows, line = default_report()
@@ -380,7 +402,7 @@ def build_tab() -> None:
     )
 
     controls = [base_channels, channel_mults, num_res_blocks, attention_levels, mid_attention, time_emb_dim]
-    inputs = [preset, *controls, image_size, in_channels]
+    inputs = [preset, *controls, image_size, in_channels, objective]
     outputs = [plot, table, summary]
     gr.on(
         [control.input for control in controls],
@@ -402,4 +424,13 @@ def build_tab() -> None:
     )
     show.click(
         describe_unet, inputs, outputs, api_name="unet_summary", concurrency_limit=1, concurrency_id="unet_summary"
+    )
+    objective.input(  # the diagram's output label follows the choice
+        describe_unet,
+        inputs,
+        outputs,
+        api_name="unet_objective_summary",
+        api_visibility="private",
+        concurrency_limit=1,
+        concurrency_id="unet_summary",
     )
