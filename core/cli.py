@@ -26,7 +26,7 @@ from core.diffusion import OBJECTIVES, WEIGHTINGS
 from core.imaging import save_images, save_points
 from core.metrics import DIGIT_DATASETS, evaluate_points, evaluate_samples, real_floor
 from core.progress import format_seconds, progress_bar
-from core.samplers import SAMPLERS, SPACINGS, Sampler, denoise, draw_noise, make_sampler
+from core.samplers import SAMPLERS, SPACINGS, Sampler, SamplingDefaults, denoise, draw_noise, make_sampler
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig, Trainer, TrainingDiverged
 from core.unet import PRESETS
@@ -59,9 +59,24 @@ def add_sampling_arguments(command: argparse.ArgumentParser, n_default: int) -> 
     """The options `sample` and `evaluate` share: the checkpoint, how many images, the sampler and its seed."""
     command.add_argument("--checkpoint", type=Path, required=True)
     command.add_argument("--n", type=positive_int, default=n_default, help=f"number of images (at most {MAX_SAMPLES})")
-    command.add_argument("--sampler", default="ddim", choices=tuple(SAMPLERS))
-    command.add_argument("--steps", type=positive_int, default=None, help="model calls (default: 50 DDIM, T DDPM)")
-    command.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
+    command.add_argument(
+        "--sampler",
+        default=None,
+        choices=tuple(SAMPLERS),
+        help="default: the checkpoint's (config.json sampling_defaults; ddim for one that records none)",
+    )
+    command.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="model calls (default: the checkpoint's; with another --sampler than its, 50 DDIM, T DDPM)",
+    )
+    command.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="DDIM noise, 0 deterministic to 1 DDPM-like (default: the checkpoint's; the shipped models: 1)",
+    )
     command.add_argument("--spacing", default="leading", choices=SPACINGS)
     command.add_argument(
         "--clip-x0",
@@ -142,8 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="save only the weights and their EMA (a third of the size; to share, not to resume)",
     )
     train.add_argument("--resume", type=Path, default=None, help="checkpoint folder to continue from")
+    train.add_argument(
+        "--sample-sampler",
+        default=None,
+        choices=tuple(SAMPLERS),
+        help="the sampler the checkpoint records for `sample` and the app (config.json sampling_defaults; ddim)",
+    )
+    train.add_argument(
+        "--sample-steps", type=positive_int, default=None, help="the steps it records (default: 50 DDIM, T DDPM)"
+    )
+    train.add_argument(
+        "--sample-eta",
+        type=float,
+        default=None,
+        help="the DDIM eta it records (default: 1 for --objective x0, measured better; 0 for eps and v)",
+    )
 
-    sample = commands.add_parser("sample", help="sample images from a checkpoint")
+    sample = commands.add_parser(
+        "sample",
+        help="sample images from a checkpoint",
+        description="Sample images (or 2D points) from a checkpoint. --sampler, --steps and --eta default to the "
+        "settings the checkpoint records (config.json sampling_defaults: the shipped models DDIM, 50 steps, eta 1); "
+        "one that records none gets DDIM, 50 steps, eta 1 for x0 prediction and 0 for eps and v.",
+    )
     add_sampling_arguments(sample, n_default=64)
     sample.add_argument(
         "--out",
@@ -214,9 +250,13 @@ class SamplingPlan:
     checkpoint: Checkpoint
     model: nn.Module
     sampler: Sampler
-    steps: int
+    settings: SamplingDefaults  # the checkpoint's sampling defaults with the user's --sampler, --steps, --eta
     device: torch.device
     shape: tuple[int, ...]  # (C, H, W), or (D,) for 2D points
+
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
 
 
 def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SamplingPlan:
@@ -226,14 +266,13 @@ def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     try:
         device = pick_device(args.device)
         checkpoint = load_checkpoint(args.checkpoint, device=device)
-        num_timesteps = checkpoint.schedule.num_timesteps
-        steps = args.steps or (50 if args.sampler == "ddim" else num_timesteps)
-        if steps > num_timesteps:
-            raise ValueError(f"--steps must be at most {num_timesteps} (the model's T), got {steps}")
+        settings = checkpoint.sampling_defaults.override(  # what the user gave, else what the checkpoint records
+            sampler=args.sampler, steps=args.steps, eta=args.eta, num_timesteps=checkpoint.schedule.num_timesteps
+        )
         sampler = make_sampler(
-            args.sampler,
+            settings.sampler,
             checkpoint.schedule,
-            eta=args.eta,
+            eta=settings.eta,
             objective=checkpoint.objective,
             clip_x0=args.clip_x0,
             spacing=args.spacing,
@@ -248,7 +287,7 @@ def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             raise ValueError(f"--guidance must be >= 0, got {args.guidance}")
     except (ValueError, CheckpointError) as error:
         parser.error(str(error))
-    return SamplingPlan(checkpoint, model, sampler, steps, device, checkpoint.sample_shape)
+    return SamplingPlan(checkpoint, model, sampler, settings, device, checkpoint.sample_shape)
 
 
 def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, Tensor | None, float]:
@@ -274,6 +313,12 @@ def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, 
     return torch.cat(outputs), labels, time.perf_counter() - start
 
 
+def describe_settings(settings: SamplingDefaults) -> str:
+    """e.g. "ddim, 50 steps, eta 1" (DDPM has no eta)."""
+    eta = f", eta {settings.eta:g}" if settings.sampler == "ddim" else ""
+    return f"{settings.sampler}, {settings.steps} steps{eta}"
+
+
 def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.out.suffix.lower() not in (".png", ".npz"):
         parser.error(f"--out must end in .png or .npz, got {args.out.name!r}")
@@ -284,7 +329,7 @@ def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     else:
         save_images(images, args.out, labels)
     print(
-        f"wrote {args.n} samples to {args.out} ({args.sampler}, {plan.steps} steps, {seconds:.1f} s on {plan.device})",
+        f"wrote {args.n} samples to {args.out} ({describe_settings(plan.settings)}, {seconds:.1f} s on {plan.device})",
         file=sys.stderr,
     )
     return 0
@@ -317,9 +362,9 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         "samples_per_second": round(args.n / seconds, 1),
         "checkpoint": str(args.checkpoint),
         "checkpoint_step": plan.checkpoint.step,
-        "sampler": args.sampler,
+        "sampler": plan.settings.sampler,
         "steps": plan.steps,
-        "eta": args.eta,
+        "eta": plan.settings.eta,
         "seed": args.seed,
         "device": str(plan.device),
     }

@@ -37,6 +37,7 @@ from core.checkpoint import load_checkpoint, load_training_state, save_checkpoin
 from core.data import ImageDataset, dataset_kind, load_dataset
 from core.device import PRECISIONS, available_cores, pick_device, uses_bf16
 from core.diffusion import OBJECTIVES, WEIGHTINGS, training_loss
+from core.samplers import SamplingDefaults
 from core.schedules import SCHEDULE_NAMES, make_schedule
 from core.toy import make_toy_mlp
 from core.toy_data import PointDataset
@@ -86,6 +87,11 @@ class TrainConfig:
     num_threads: int | None = None  # CPU threads; None: one per available core
     precision: str = "auto"  # "auto" (bf16 autocast where native: CUDA, CPUs with bf16 units), "bf16" or "fp32"
     num_buckets: int = 10  # the loss is also tracked per tenth of [0, T)
+    # the sampler settings the checkpoint records (config.json "sampling_defaults"); None: the objective's own
+    # (SamplingDefaults.for_objective: DDIM, 50 steps, eta 1 for x0 prediction, eta 0 for eps and v)
+    sample_sampler: str | None = None  # "ddim" or "ddpm"
+    sample_steps: int | None = None  # network calls (default: 50 for DDIM, T for DDPM)
+    sample_eta: float | None = None  # DDIM's fresh noise per step, 0..1
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -130,6 +136,19 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in 0..2^63-1, got {self.seed!r}")
+        self.sampling_defaults()
+
+    def sampling_defaults(self) -> SamplingDefaults:
+        """The sampler settings a checkpoint of this run records: its objective's, with those set here."""
+        try:
+            return SamplingDefaults.for_objective(self.objective).override(
+                sampler=self.sample_sampler,
+                steps=self.sample_steps,
+                eta=self.sample_eta,
+                num_timesteps=self.num_timesteps,
+            )
+        except ValueError as error:
+            raise ValueError(f"sampling defaults: {error}") from error
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -253,6 +272,7 @@ class Trainer:
             "class_conditional": self.config.class_conditional,
             "step": self.step,
             "training": asdict(self.config),
+            "sampling_defaults": self.config.sampling_defaults().to_dict(),
         }
 
     def save(self, directory: str | Path, *, with_training_state: bool = True) -> Path:

@@ -1,5 +1,7 @@
 """The command line end to end: train a few steps, sample a grid and an array; clear errors for bad arguments."""
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -8,7 +10,8 @@ import pytest
 from PIL import Image
 
 from core.checkpoint import load_checkpoint
-from core.cli import main
+from core.cli import build_parser, main, plan_sampling
+from core.samplers import DDIMSampler, DDPMSampler, SamplingDefaults
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +106,53 @@ def test_sample_npz_is_reproducible_per_seed(trained, tmp_path):
     a, b, c = (np.load(p)["images"] for p in paths)
     assert a.shape == (4, 28, 28, 1) and a.dtype == np.uint8  # the digits' own size
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_train_records_the_objectives_sampling_defaults(trained):
+    """x0 prediction (the training default) samples best with DDIM-50 at eta 1 (benchmarks/RESULTS.md)."""
+    config = json.loads((trained / "config.json").read_text())
+    assert config["sampling_defaults"] == {"sampler": "ddim", "steps": 50, "eta": 1.0}
+
+
+def test_train_records_the_sampling_defaults_it_is_given(tmp_path):
+    out = tmp_path / "toy"
+    argv = ["train", "--dataset", "moons", "--objective", "eps", "--steps", "2", "--device", "cpu", "--out", str(out)]
+    assert main([*argv, "--sample-sampler", "ddpm", "--sample-eta", "0.5"]) == 0
+    assert load_checkpoint(out).sampling_defaults == SamplingDefaults("ddpm", 1000, 0.5)  # DDPM's own: every t
+    assert main([*argv, "--sample-steps", "20"]) == 0
+    assert load_checkpoint(out).sampling_defaults == SamplingDefaults("ddim", 20, 0.0)  # eps: eta 0
+
+
+def plan(argv):
+    parser = build_parser()
+    return plan_sampling(parser.parse_args(["sample", *argv, "--out", "x.png"]), parser)
+
+
+def test_sample_uses_the_checkpoints_defaults_unless_told_otherwise(trained, tmp_path, capsys):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(trained, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["sampling_defaults"] = {"sampler": "ddim", "steps": 7, "eta": 0.25}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    recorded = plan(["--checkpoint", str(checkpoint)])
+    assert recorded.settings == SamplingDefaults("ddim", 7, 0.25) and recorded.steps == 7
+    assert isinstance(recorded.sampler, DDIMSampler) and recorded.sampler.eta == 0.25
+    assert plan(["--checkpoint", str(checkpoint), "--eta", "0", "--steps", "3"]).settings == SamplingDefaults(
+        "ddim", 3, 0.0
+    )
+    ddpm = plan(["--checkpoint", str(checkpoint), "--sampler", "ddpm"])  # another sampler: its own step count
+    assert isinstance(ddpm.sampler, DDPMSampler) and ddpm.steps == 1000
+    out = tmp_path / "grid.png"
+    argv = ["sample", "--checkpoint", str(checkpoint), "--n", "2", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    assert "(ddim, 7 steps, eta 0.25," in capsys.readouterr().err
+
+
+def test_sample_help_says_the_defaults_come_from_the_checkpoint(capsys):
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--sampler, --steps and --eta default to the settings the checkpoint records" in help_text
 
 
 def test_resume_continues_the_step_count(trained, tmp_path):

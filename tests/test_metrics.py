@@ -251,6 +251,7 @@ def test_evaluate_prints_the_metrics_as_json(tiny_checkpoint, capsys):
     for key in ("fd", "confident_fraction", "class_entropy", "class_histogram", "n", "fd_real_floor"):
         assert key in report
     assert report["n"] == 12 and sum(report["class_histogram"]) == 12 and report["steps"] == 3
+    assert report["sampler"] == "ddim" and report["eta"] == 1.0  # what the checkpoint records (x0 prediction)
     assert report["fd"] > report["fd_real_floor"] > 0 and report["sampling_seconds"] > 0
 
 
