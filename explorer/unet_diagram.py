@@ -176,22 +176,7 @@ def unet_diagram(
         fig.add_shape(
             type="line", x0=x0, x1=x1, y0=y, y1=y, name=SKIP_NAME, line={"color": INK, "width": 2, "dash": "dash"}
         )
-        fig.add_annotation(
-            x=x1,
-            y=y,
-            ax=x1 - 0.3,
-            ay=y,
-            xref="x",
-            yref="y",
-            axref="x",
-            ayref="y",
-            text="",
-            showarrow=True,
-            arrowhead=2,
-            arrowsize=1.3,
-            arrowwidth=2,
-            arrowcolor=INK,
-        )
+        _arrow(fig, (x1 - 0.3, y), (x1, y))  # its head, at the decoder
         fig.add_annotation(
             x=(x0 + x1) / 2,
             y=y,
