@@ -140,6 +140,8 @@ def toy_seed(name: str, split: str, seed: int) -> int:
 def load_toy(name: str, split: str = "train", n: int = DEFAULT_TOY_POINTS, seed: int = 0) -> PointDataset:
     """`n` points of a toy set ("all": n of "train" then n of "test"), the same for the same seed."""
     check_split(split)
+    if name not in TOY_DATASETS:
+        raise ValueError(f"unknown toy data set {name!r}; choose one of {', '.join(TOY_DATASET_NAMES)}")
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TOY_POINTS:
         raise ValueError(f"n must be an integer in 1..{MAX_TOY_POINTS:,}, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.data import ImageDataset, PointDataset
+from core.data import ImageDataset
 from core.samplers import draw_noise, make_sampler, sample
+from core.toy_data import PointDataset
 from core.training import ProgressRecord, TrainConfig, Trainer, TrainingDiverged, load_training_data
 from explorer.images import grid_picture, points_picture
 

@@ -35,7 +35,7 @@ from core.data import (
     load_dataset,
 )
 from core.image_files import ArchiveError
-from core.toy_data import TOY_DATASET_NAMES, PointDataset
+from core.toy_data import TOY_DATASET_NAMES, PointDataset, load_toy
 from core.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -462,3 +462,5 @@ def test_dataset_names_and_bad_sizes():
         load_dataset("moons", seed=-1)
     with pytest.raises(ValueError, match="unknown dataset 'cifar100'; choose one of mnist5k, mnist, "):
         load_dataset("cifar100")
+    with pytest.raises(ValueError, match="unknown toy data set 'circles'; choose one of moons, swiss_roll, "):
+        load_toy("circles")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from core.checkpoint import load_checkpoint, read_config
-from core.data import TOY_DATASET_NAMES
 from core.metrics import evaluate_points, predict_logits
 from core.samplers import SamplingDefaults, draw_noise, make_sampler, sample
+from core.toy_data import TOY_DATASET_NAMES
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
 EXPECTED = ["mnist_uncond", "mnist_cond", *(f"toy_{name}" for name in TOY_DATASET_NAMES)]
