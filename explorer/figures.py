@@ -12,6 +12,11 @@ import plotly.graph_objects as go
 FONT_SIZE = 16
 FIGURE_HEIGHT = 460
 TITLE_OFFSET_PX = 38
+LEGEND_OFFSET_PX = 72  # the legend's top, under the title; Plotly moves the plot down below however many rows it has
+TOP_MARGIN_PX = 80  # room for the title alone (a figure without a legend)
+# log-axis ticks: the densest of these mantissa sets that puts at most MAX_LOG_TICKS labels on the data's range
+LOG_TICK_MANTISSAS = ((1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 5), (1,))
+MAX_LOG_TICKS = 6
 # a colour-blind-safe palette (Okabe & Ito), one colour per schedule or series
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
@@ -30,9 +35,18 @@ def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", hei
         },
         font={"size": FONT_SIZE},
         height=height,
-        margin={"l": 70, "r": 20, "t": 115, "b": 60},
+        margin={"l": 70, "r": 20, "t": TOP_MARGIN_PX, "b": 60},
         template="plotly_white",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "left", "x": 0},
+        # placed in the figure's own pixels (yref "container"), not the plot's: then Plotly reserves the legend's
+        # rows above the plot, and a legend that wraps onto more rows pushes the plot down instead of the title
+        legend={
+            "orientation": "h",
+            "yref": "container",
+            "y": 1 - LEGEND_OFFSET_PX / height,
+            "yanchor": "top",
+            "xanchor": "left",
+            "x": 0,
+        },
         hovermode="x unified",
     )
     fig.update_xaxes(title_text=x_title)
@@ -40,9 +54,33 @@ def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", hei
     return fig
 
 
-def _line(x, y, name: str, line: dict, hovertemplate: str) -> go.Scatter:
+def _line(x, y, name: str, line: dict, hovertemplate: str, **options) -> go.Scatter:
     """One curve of a line plot (every line figure here draws its traces the same way)."""
-    return go.Scatter(x=x, y=y, name=name, mode="lines", line=line, hovertemplate=hovertemplate)
+    return go.Scatter(x=x, y=y, name=name, mode="lines", line=line, hovertemplate=hovertemplate, **options)
+
+
+def log_ticks(*series) -> dict:
+    """Tick values and labels for a log axis over the positive finite values of `series`: 1-2-3-...-9, 1-2-5 or
+    1 per decade, whichever is the densest with at most MAX_LOG_TICKS labels, each written out ("0.2", not
+    Plotly's bare "2"). Empty (Plotly's own ticks) when fewer than two would show, as on a range narrower than
+    one step of the 1-9 set, where Plotly writes every label out in full anyway; one label at a single value (one
+    point: Plotly would span a decade around it in bare digits)."""
+    values = np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in series] or [np.empty(0)])
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) == 0:
+        return {}
+    low, high = values.min(), values.max()
+    if low == high:
+        return {"tickvals": [float(low)], "ticktext": [f"{low:.3g}"]}
+    decades = range(int(np.floor(np.log10(low))), int(np.floor(np.log10(high))) + 1)
+    for mantissas in LOG_TICK_MANTISSAS:
+        candidates = (float(f"{m}e{e}") for e in decades for m in mantissas)  # exact decimals: 0.2, not 2 * 0.1
+        ticks = [tick for tick in candidates if low <= tick <= high]
+        if len(ticks) <= MAX_LOG_TICKS:
+            break
+    if len(ticks) < 2:
+        return {}
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
 
 
 # ---- schedules -------------------------------------------------------------------------------------------------
@@ -99,12 +137,16 @@ def beta_figure(schedules: dict, log_y: bool = False) -> go.Figure:
             )
         )
     fig = styled(fig, "beta_t: noise added at each step", "timestep t", "beta_t")
-    fig.update_yaxes(type="log" if log_y else "linear")
+    if log_y:
+        fig.update_yaxes(type="log", **log_ticks(*(schedule.betas.numpy() for schedule in schedules.values())))
+    else:
+        fig.update_yaxes(type="linear")
     return fig
 
 
 def amplitude_figure(schedules: dict) -> go.Figure:
-    """Signal amplitude sqrt(alpha-bar_t) (solid) and noise amplitude sqrt(1 - alpha-bar_t) (dashed)."""
+    """Signal amplitude sqrt(alpha-bar_t) (solid) and noise amplitude sqrt(1 - alpha-bar_t) (dashed). The legend
+    names each schedule once (its two curves are one legend group; the title says which line is which)."""
     fig = go.Figure()
     for i, (label, schedule) in enumerate(schedules.items()):
         color = PALETTE[i % len(PALETTE)]
@@ -112,18 +154,21 @@ def amplitude_figure(schedules: dict) -> go.Figure:
             _line(
                 _timesteps(schedule),
                 schedule.sqrt_alphas_cumprod.numpy(),
-                f"{label}: signal",
+                label,
                 {"color": color, "width": 3},
-                "%{y:.4f}",
+                f"{label}: signal %{{y:.4f}}<extra></extra>",
+                legendgroup=label,
             )
         )
         fig.add_trace(
             _line(
                 _timesteps(schedule),
                 schedule.sqrt_one_minus_alphas_cumprod.numpy(),
-                f"{label}: noise",
+                label,
                 {"color": color, "width": 3, "dash": "dash"},
-                "%{y:.4f}",
+                f"{label}: noise %{{y:.4f}}<extra></extra>",
+                legendgroup=label,
+                showlegend=False,
             )
         )
     return styled(fig, "Signal (solid) vs noise (dashed)", "timestep t", "amplitude")
@@ -262,7 +307,7 @@ def loss_figure(steps, losses, smoothed) -> go.Figure:
     fig.add_trace(_line(steps, losses, "loss per step", {"color": PALETTE[5], "width": 1}, "%{y:.4g}"))
     fig.add_trace(_line(steps, smoothed, "smoothed", {"color": PALETTE[0], "width": 3}, "%{y:.4g}"))
     fig = styled(fig, "Training loss (lower is better)", "optimizer step", "loss", height=TRAINING_HEIGHT)
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", **log_ticks(losses, smoothed))
     return fig
 
 

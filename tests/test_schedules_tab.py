@@ -35,13 +35,38 @@ def test_plotted_values_equal_the_core():
     assert list(trace(alpha, "linear").y) == linear.alphas_cumprod.tolist()
     assert list(trace(alpha, "cosine + zero terminal SNR").y) == cosine_z.alphas_cumprod.tolist()
     assert list(trace(beta, "linear").y) == linear.betas.tolist() and beta.layout.yaxis.type == "log"
-    assert list(trace(amplitude, "linear: signal").y) == linear.sqrt_alphas_cumprod.tolist()
-    assert list(trace(amplitude, "linear: noise").y) == linear.sqrt_one_minus_alphas_cumprod.tolist()
+    signal, noise = (t for t in amplitude.data if t.name == "linear")  # solid, then dashed
+    assert list(signal.y) == linear.sqrt_alphas_cumprod.tolist() and signal.line.dash is None
+    assert list(noise.y) == linear.sqrt_one_minus_alphas_cumprod.tolist() and noise.line.dash == "dash"
     assert list(trace(log_snr, "linear").y) == linear.log_snr.tolist()
     assert np.isnan(trace(log_snr, "cosine + zero terminal SNR").y[-1])  # log(0) = -inf is not drawn
     markers = [t for t in alpha.data if t.mode == "markers"]
     assert [m.x[0] for m in markers] == [259, half_signal_step(cosine_z)]
     assert [row[0] for row in rows] == ["linear", "cosine + zero terminal SNR"]
+
+
+def test_legends_sit_under_the_titles_and_name_each_schedule_once():
+    """Three schedules ticked: each figure's legend hangs from a fixed point under its title, in the figure's own
+    pixels (yref "container"), so Plotly reserves its rows above the plot and a legend that wraps onto more rows
+    pushes the plot down, never up over the title. The signal-vs-noise figure lists each schedule once."""
+    choices = ["linear", "cosine", "sigmoid"]
+    figures = schedule_figures(choices, 1000, 1e-4, 0.02, 0.008, True)[:4]
+    for fig in figures:
+        legend, title, height = fig.layout.legend, fig.layout.title, fig.layout.height
+        assert legend.yref == "container" and legend.yanchor == "top" and title.yref == "container"
+        assert (title.y - legend.y) * height >= 2 * fig.layout.font.size  # a title's line lies between them
+    amplitude = figures[2]
+    assert [t.name for t in amplitude.data if t.showlegend is not False] == choices
+    assert all(t.legendgroup == t.name for t in amplitude.data)  # one click hides a schedule's two curves
+
+
+def test_the_log_beta_axis_writes_out_a_few_labels():
+    """beta_t spans five decades: one label per decade, written out ("0.01"), not Plotly's "5 2 0.1 5 2 ..."."""
+    beta = schedule_figures(["linear", "cosine"], 1000, 1e-4, 0.02, 0.008, True)[1]
+    axis = beta.layout.yaxis
+    assert axis.type == "log" and list(axis.tickvals) == [1e-4, 1e-3, 1e-2, 1e-1]
+    assert list(axis.ticktext) == ["0.0001", "0.001", "0.01", "0.1"]
+    assert schedule_figures(["linear"], 1000, 1e-4, 0.02, 0.008, False)[1].layout.yaxis.tickvals is None
 
 
 def test_health_warnings_fire_on_schedules_that_deserve_them():
