@@ -289,6 +289,17 @@ def test_the_tab_builds_and_names_its_endpoints():
     assert changed.fn is tab.describe_unet and radio in changed.inputs  # choosing an objective redraws
 
 
+def test_the_device_label_counts_threads_in_english():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert tab.device_label(torch.device("cpu")) == "cpu (1 thread)"
+        torch.set_num_threads(2)
+        assert tab.device_label(torch.device("cpu")) == "cpu (2 threads)"
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_api_answers_and_refuses_with_the_same_messages(app_url):
     client = Client(app_url, verbose=False)
     assert client.predict("small", api_name="/unet_preset") == (32, "1,2,2", 2, [2], True, 128)
