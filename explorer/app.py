@@ -38,6 +38,10 @@ CSS = """
 .gradio-container {max-width: 1400px !important}
 .prose p, .prose li {font-size: 1.05rem}
 .pixelated img {image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain}
+/* the one-line caption under a picture (explorer.widgets.pixel_picture) */
+.picture-caption .prose p {font-size: 0.9rem; margin: 0; color: var(--body-text-color-subdued)}
+/* a dropdown's text stops before its arrow (Gradio lets it run underneath) and ends in "…" if it is too long */
+.wrap-inner input[role="combobox"] {padding-right: 24px; text-overflow: ellipsis}
 """
 
 
