@@ -1,5 +1,6 @@
 """A sampling run as the Sample tab replays it: for each saved step, the state x_t, the predicted clean sample
-x0 and the predicted noise, with the timesteps visited, so a slider can scrub through them and a GIF can be made.
+x0 and the predicted noise, with the timesteps visited, so a slider can scrub through them and a GIF can be made;
+and `step_pictures`, the same three pictures of a step as it happens.
 
 Images are kept as uint8 (what the page shows; noise as +-3 sigma), 2D points as float32. Long runs keep an evenly
 spaced subset of their steps (always the first and the last) so that one user's trajectory stays under
@@ -18,12 +19,29 @@ from torch import Tensor
 from core.imaging import to_uint8
 from core.samplers import Step
 from core.schedules import NoiseSchedule
-from explorer.images import DISPLAY_SIDE, NOISE_SIGMAS, points_picture, side_by_side, tile, write_gif
+from explorer.images import (
+    DISPLAY_SIDE,
+    NOISE_SIGMAS,
+    grid_picture,
+    noise_picture,
+    points_picture,
+    side_by_side,
+    tile,
+    write_gif,
+)
 
 MAX_SAVED_STEPS = 250
 GIF_SIDE = 256  # pixels per picture in a GIF frame (smaller than on the page: noisy frames compress badly)
 MAX_TRAJECTORY_BYTES = 48 * 2**20
 CLEAN = -1  # t_prev of the last step: the clean sample
+
+
+def step_pictures(step: Step, is_points: bool, reference: Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The live pictures of one step as it happens: x_t, predicted x0, predicted noise (2D points: over the
+    `reference` data set)."""
+    if is_points:
+        return tuple(points_picture(x.float().cpu(), reference) for x in (step.x_t, step.pred_x0, step.pred_eps))
+    return grid_picture(step.x_t), grid_picture(step.pred_x0), noise_picture(step.pred_eps)
 
 
 def saved_step_indices(num_steps: int, max_saved: int = MAX_SAVED_STEPS) -> list[int]:

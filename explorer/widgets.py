@@ -10,6 +10,8 @@ from explorer.images import PIXELATED
 
 # `$...$` inline and `$$...$$` display maths
 LATEX_DELIMITERS = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+PICTURE_BUTTONS = ("download", "fullscreen")
+PICTURE_CAPTION = "picture-caption"  # CSS class of the caption under a pixel_picture (styled in explorer.app.CSS)
 
 
 def explanation(text: str) -> gr.Markdown:
@@ -17,9 +19,25 @@ def explanation(text: str) -> gr.Markdown:
     return gr.Markdown(text, latex_delimiters=LATEX_DELIMITERS)
 
 
-def pixel_picture(label: str, height: int, elem_id: str | None = None) -> gr.Image:
-    """An output picture of small pixel grids, shown enlarged with sharp pixels (CSS class PIXELATED)."""
-    return gr.Image(elem_classes=[PIXELATED], label=label, interactive=False, height=height, elem_id=elem_id)
+def pixel_picture(label: str, caption: str, height: int, elem_id: str | None = None) -> gr.Image:
+    """An output picture of small pixel grids, shown enlarged with sharp pixels (CSS class PIXELATED), with a short
+    `label` and, under the picture, a one-line `caption` that says what it shows (Markdown, maths allowed).
+
+    The label sits in the picture's top-left corner and the icon buttons in its top-right one, over the same strip:
+    a label longer than about 24 characters is cut off by them at the Sample tab's width (three pictures side by
+    side at 1280 px), so the explanation goes in the caption. Only the buttons that help here are shown: download
+    and full screen (not "share", which posts to a Hugging Face discussion)."""
+    with gr.Column(min_width=160):  # the picture's own width, as an Image alone in a Row would get
+        picture = gr.Image(
+            elem_classes=[PIXELATED],
+            label=label,
+            interactive=False,
+            height=height,
+            elem_id=elem_id,
+            buttons=list(PICTURE_BUTTONS),
+        )
+        gr.Markdown(caption, latex_delimiters=LATEX_DELIMITERS, elem_classes=[PICTURE_CAPTION])
+    return picture
 
 
 def _as_number(value: object, message: str) -> float:
@@ -55,3 +73,14 @@ def bounded_number(label: str, value: object, low: float, high: float, *, low_op
 def session_key(request: gr.Request | None) -> str | None:
     """The caller's Gradio session hash (one per browser tab or gradio_client Client); None outside a request."""
     return getattr(request, "session_hash", None) if request is not None else None
+
+
+def progress_html(done: int, total: int, text: str) -> str:
+    """A progress bar filled to done/total with a line of text under it (the Sample tab's live progress)."""
+    share = 100 * done / max(total, 1)
+    return (
+        f'<div class="sample-progress" data-done="{done}" data-total="{total}">'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;width:100%">'
+        f'<div style="background:#0072B2;border-radius:6px;height:14px;width:{share:.1f}%"></div></div>'
+        f"<p>{text}</p></div>"
+    )

@@ -28,6 +28,24 @@ def test_app_module_exposes_blocks_without_launching():
     assert isinstance(app.demo, gr.Blocks)
 
 
+def test_every_enlarged_picture_has_a_short_label_and_a_caption():
+    """The six enlarged pictures (Train's preview; Sample's x_t, predicted x0 and noise; Compare's A and B): a label
+    short enough to stay clear of the icon buttons in the same top strip, only the download and full-screen
+    buttons, and a one-line caption under the picture that explains it."""
+    import gradio as gr
+
+    from explorer.images import PIXELATED
+    from explorer.widgets import PICTURE_BUTTONS, PICTURE_CAPTION
+
+    pictures = [b for b in app.demo.blocks.values() if isinstance(b, gr.Image) and PIXELATED in b.elem_classes]
+    assert len(pictures) == 6
+    for picture in pictures:
+        assert len(picture.label) <= 24 and picture.buttons == list(PICTURE_BUTTONS)
+        below = picture.parent.children[picture.parent.children.index(picture) + 1]
+        assert isinstance(below, gr.Markdown) and PICTURE_CAPTION in below.elem_classes
+        assert 10 <= len(below.value) <= 60 and "\n" not in below.value.strip()
+
+
 def test_schedules_endpoint(client):
     alpha, *_, health = client.predict(
         ["linear", "scaled_linear"], 1000, 1e-4, 0.02, 0.008, False, api_name="/schedule_figures"
@@ -144,6 +162,14 @@ def test_every_tab_in_chromium(app_url, page, artifacts, tmp_path):
         "el.data.filter(t => t.mode === 'lines').length === 3)",
         timeout=30_000,
     )
+    # with three schedules ticked, every legend still sits under its plot's title (the page is 1280 px wide)
+    page.wait_for_timeout(500)  # Plotly lays the legends out after the data
+    gaps = visible(page, ".js-plotly-plot").evaluate_all(
+        "plots => plots.map(p => p.querySelector('.legend').getBoundingClientRect().top"
+        " - p.querySelector('.gtitle').getBoundingClientRect().bottom)"
+    )
+    assert len(gaps) == 4 and min(gaps) >= 0, gaps
+    page.screenshot(path=str(artifacts / "tab_schedules_three.png"), full_page=True)
 
     # Forward process: move t, then upload a picture; the images and the histogram change
     open_tab(page, "Forward process")

@@ -4,6 +4,7 @@ page in headless Chromium (training updates live and stops; a sample is scrubbed
 screenshots of both tabs."""
 
 import json
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from gradio_client import Client, handle_file
 from safetensors.torch import load_file
 
 from core.checkpoint import EMA_FILE, checkpoint_file
+from explorer.figures import MAX_LOG_TICKS
 from explorer.models import DEFAULT_MODEL
 from explorer.tabs.train import DEFAULT_DATASET, PRESETS
 
@@ -35,6 +37,7 @@ def test_train_download_upload_and_sample_through_the_api(app_url, tmp_path):
     status, _preview, loss_plot, _, _, download = client.predict(*train_args(12, 0), api_name="/train")
     assert "Finished" in status and "step 12 of 12" in status
     assert json.loads(loss_plot["plot"])["data"][0]["y"]
+    assert Path(download).name == "ddpm-mnist5k-12steps.zip"  # no session counter in the file's name
     _, config = weights(download, tmp_path, "trained")
     assert config["step"] == 12 and config["dataset"]["name"] == "mnist5k"
 
@@ -84,6 +87,13 @@ def test_default_sample_through_the_api(app_url):
 
 # plotly 6 sends numpy arrays as {"dtype": "f8", "bdata": base64}: count the points either way
 POINTS_JS = "a => (a.length !== undefined ? a.length : atob(a.bdata).length / 8)"
+# for each picture block with a picture: pixels from its label's right end to its leftmost icon button
+LABEL_CLEARANCE_JS = """blocks => blocks.filter(b => b.querySelector('img')).map(b => {
+    const label = b.querySelector('[data-testid=block-label]').getBoundingClientRect();
+    const lefts = [...b.querySelectorAll('.icon-button')].map(x => x.getBoundingClientRect())
+        .filter(r => r.width && r.top < label.bottom).map(r => r.left);
+    return Math.min(...lefts) - label.right;
+})"""
 
 
 def image_src(page, selector):
@@ -105,6 +115,9 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
 
     # Train: the loss plot and the preview update while it runs; Stop stops it
     page.get_by_role("tab", name="Train").click()
+    menu = page.get_by_label("Dataset", exact=True)
+    assert menu.evaluate("e => e.scrollWidth <= e.clientWidth")  # the menu's text fits before its arrow
+    assert not page.locator("#train-download").is_visible()  # no empty checkpoint box
     page.locator("#train-start").click()
     page.wait_for_function(
         f"() => {{ const p = document.querySelector('#train-loss .js-plotly-plot');"
@@ -120,10 +133,16 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
         timeout=30_000,
     )
     page.screenshot(path=str(artifacts / "tab_train.png"), full_page=True)
+    assert not page.locator("#train-download").is_visible()  # still none while it trains
+    ticks = page.locator("#train-loss .js-plotly-plot").evaluate("el => el.layout.yaxis.tickvals || []")
+    assert len(ticks) <= MAX_LOG_TICKS
     page.locator("#train-stop").click()
     page.locator("#train-status").get_by_text("Stopped").wait_for(timeout=30_000)
     status = page.locator("#train-status").inner_text()
     assert "is now in the Sample tab" in status
+    link = page.locator("#train-download a[download]")  # the checkpoint box shows up with its file
+    link.wait_for(timeout=30_000)
+    assert re.fullmatch(r"ddpm-mnist5k-\d+steps\.zip", link.get_attribute("download"))  # no session counter
     page.screenshot(path=str(artifacts / "tab_train_stopped.png"), full_page=True)
 
     # Sample: run the default, scrub the replay slider, export the GIF
@@ -139,6 +158,9 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
     slider.press("Home")
     page.locator("#sample-step-caption").get_by_text("step 1 of 50").wait_for(timeout=30_000)
     wait_for_new_image(page, "#sample-xt", last_xt)
+    # each picture's label ends before its icon buttons begin (they share the top strip), none cut
+    clearance = page.locator(".pixelated").filter(visible=True).evaluate_all(LABEL_CLEARANCE_JS)
+    assert len(clearance) == 3 and min(clearance) >= 0, clearance
     page.screenshot(path=str(artifacts / "tab_sample.png"), full_page=True)
     page.locator("#sample-gif").click()
     page.locator("a[href*='.gif']").first.wait_for(timeout=60_000)

@@ -4,6 +4,7 @@ compare, upload; bad values refused with a message."""
 
 import io
 import zipfile
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -11,8 +12,11 @@ import pytest
 from PIL import Image
 
 from core.checkpoint import EMA_FILE, MODEL_FILE, weight_file_role
+from explorer.figures import MAX_LOG_TICKS, loss_figure
 from explorer.models import DEFAULT_MODEL, PRETRAINED
 from explorer.sessions import SessionRegistry
+from explorer.tabs import sample as sample_page
+from explorer.tabs import train as train_page
 from explorer.tabs.sample import EACH_CLASS_CHOICE, NO_CLASS_CHOICE, SampleTab
 from explorer.tabs.train import DATASETS, DEFAULT_DATASET, PRESETS, TrainTab, dataset_defaults, training_config
 
@@ -75,6 +79,10 @@ def test_training_ends_with_a_checkpoint_and_a_private_model(registry):
     status, preview, loss_plot, _bucket_plot, lr_plot, download = outputs[-1]
     assert "Finished" in status and "step 6 of 6" in status and "Sample tab" in status
     assert preview is not None and loss_plot.data and lr_plot.data
+    # the checkpoint box empties when the run starts (and so hides: test_the_checkpoint_box_is_hidden_...), gets
+    # the file at the end, under a clean name (the session's counter names its folder, not the file)
+    assert outputs[0][-1] is None and all(o[-1] == gr.update() for o in outputs[1:-1])
+    assert Path(download).name == "ddpm-mnist5k-6steps.zip"
     with zipfile.ZipFile(download) as archive:
         names = archive.namelist()
     assert names[0] == "config.json" and sorted(weight_file_role(name) for name in names[1:]) == [EMA_FILE, MODEL_FILE]
@@ -88,6 +96,8 @@ def test_training_ends_with_a_checkpoint_and_a_private_model(registry):
     assert "5 of 5 steps" in final[0]
     with pytest.raises(gr.Error, match="unknown model"):
         list(sample_tab.sample(**sample_args(name, "DDIM", 5, 0, 0, 4, None, 1.0), request=bob))
+    again = run_training(registry, "alice", steps=2)[-1][-1]  # the same session's next run: still no "-N"
+    assert Path(again).name == "ddpm-mnist5k-2steps.zip"
 
 
 def test_first_update_comes_at_once_and_the_second_job_is_refused(registry):
@@ -155,15 +165,75 @@ def test_sample_replay_gif_and_compare(registry, tmp_path):
     assert image_a.shape == image_b.shape and "Same x_T (seed 0)" in text and "DDPM, 20 steps" in text
 
 
+def labelled(demo: gr.Blocks, label: str):
+    """The one component of `demo` with this label."""
+    (found,) = [block for block in demo.blocks.values() if getattr(block, "label", None) == label]
+    return found
+
+
+def test_compare_defaults_to_a_b_that_draws_the_same_digits(registry):
+    """Compare's default B is DDPM on A's default timesteps: from the same x_T and the same step noise it draws A's
+    pictures (DDIM with eta 1 is DDPM), the point the accordion's explanation starts from before it sends the
+    student to eta 0 and fewer steps."""
+    with gr.Blocks() as demo:
+        sample_page.build_tab(registry)
+    a = [labelled(demo, label).value for label in ("Sampler", "Steps", "eta (DDIM)")]
+    b = [labelled(demo, label).value for label in ("B: sampler", "B: steps", "B: eta (DDIM)")]
+    assert a == ["DDIM", 50, 1.0] and b == ["DDPM", 50, 1.0]
+    assert "What to look for" in sample_page.COMPARE_INTRO and "DDIM with eta 1 *is* DDPM" in sample_page.COMPARE_INTRO
+    tab, user = SampleTab(registry), FakeRequest("ivan")
+    a_args = sample_args(DEFAULT_MODEL, a[0], 5, a[2], 0, 4, None, 1.0)  # 5 steps, not 50: the same point, faster
+    *_, (_, image_a, image_b, caption) = tab.compare(**a_args, sampler_b=b[0], steps_b=5, eta_b=b[2], request=user)
+    assert "DDPM, 5 steps" in caption
+    assert np.abs(image_a.astype(int) - image_b.astype(int)).max() <= 1  # the same digits, to rounding
+
+
+def test_the_loss_axis_writes_out_at_most_six_labels():
+    """The log-scale loss axis: on a range of about one decade Plotly's own labels are every digit, bare ("1 9 8 7
+    6 5 4 3 2"); ours are at most MAX_LOG_TICKS, each written out in full, inside the data's range."""
+    steps = np.arange(1, 1201)
+    for losses in (0.9 * np.exp(-steps / 150) + 0.1, np.linspace(0.62, 0.15, 1200), np.geomspace(2.0, 0.01, 1200)):
+        axis = loss_figure(steps, losses, losses).layout.yaxis
+        assert axis.type == "log" and 2 <= len(axis.tickvals) <= MAX_LOG_TICKS
+        assert [float(text) for text in axis.ticktext] == list(axis.tickvals)
+        assert all(losses.min() <= value <= losses.max() for value in axis.tickvals)
+    assert list(loss_figure([1], [0.92], [0.92]).layout.yaxis.ticktext) == ["0.92"]  # one step: one label
+
+
+def test_the_checkpoint_box_is_hidden_until_there_is_a_file(registry):
+    """No empty checkpoint box while a run trains: hidden on the page, and shown or hidden again whenever its value
+    changes (the run empties it when it starts and fills it when it ends with a model)."""
+    with gr.Blocks() as demo:
+        train_page.build_tab(registry)
+    box = labelled(demo, "Checkpoint (zip of safetensors + config.json)")
+    assert not box.visible
+    (on_change,) = [fn for fn in demo.fns.values() if fn.fn is train_page.download_box]
+    assert on_change.inputs == [box] and on_change.outputs == [box]
+    assert train_page.download_box("ddpm-mnist5k-6steps.zip").visible and not train_page.download_box(None).visible
+
+
 def test_model_description_and_class_controls(registry):
     tab = SampleTab(registry)
-    about, classes, guidance, _, _ = tab.describe_model(PRETRAINED["mnist_cond"])
+    about, _, _, _, classes, guidance, _, _ = tab.describe_model(PRETRAINED["mnist_cond"])
     assert "10 classes" in about and classes.choices[0][0] == EACH_CLASS_CHOICE and classes.interactive
     assert guidance.interactive
-    about, classes, _, count, paths = tab.describe_model(PRETRAINED["toy_moons"])
+    about, _, _, _, classes, _, count, paths = tab.describe_model(PRETRAINED["toy_moons"])
     assert classes.choices[0][0] == NO_CLASS_CHOICE and count.maximum == 2000 and paths.visible
     outputs = list(tab.sample(**sample_args(PRETRAINED["toy_moons"], "DDIM", 5, 0, 0, 100, None, 1.0)))
     assert outputs[-1][-1].data  # the paths figure
+
+
+def test_the_sampler_controls_start_from_what_the_checkpoint_records(registry):
+    """A model's sampling_defaults (config.json) set the sampler, steps and eta when it is chosen: the shipped
+    x0 digits record DDIM-50 with eta 1; a model trained for eps records eta 0."""
+    tab = SampleTab(registry)
+    _, sampler, steps, eta, *_ = tab.describe_model(PRETRAINED["mnist_uncond"])
+    assert (sampler.value, steps.value, eta.value) == ("DDIM", 50, 1.0)
+    run_training(registry, "gina", objective="eps", steps=2)
+    request = FakeRequest("gina")
+    mine = next(name for name, _ in tab.model_menu(None, request).choices if name.startswith("my model"))
+    _, sampler, steps, eta, *_ = tab.describe_model(mine, request)
+    assert (sampler.value, steps.value, eta.value) == ("DDIM", 50, 0.0)
 
 
 def test_upload_a_checkpoint_zip_and_refuse_other_files(registry, tmp_path):

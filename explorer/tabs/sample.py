@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import gradio as gr
-import numpy as np
 
 from core.checkpoint import CheckpointError
 from core.checkpoint_archive import unpack_checkpoint
-from core.samplers import Step
+from core.samplers import SamplingDefaults
 from explorer.figures import paths_figure, visited_timesteps_figure
-from explorer.images import grid_picture, noise_picture, points_picture
 from explorer.jobs import Job, run_job, throttled
 from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
 from explorer.sampling_run import (
@@ -32,17 +30,16 @@ from explorer.sampling_run import (
     sample_request,
 )
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
-from explorer.trajectory import Trajectory
-from explorer.widgets import explanation, pixel_picture, session_key, whole_number
+from explorer.trajectory import Trajectory, step_pictures
+from explorer.widgets import explanation, pixel_picture, progress_html, session_key, whole_number
 
 SAMPLER_CHOICES = ("DDPM", "DDIM")
 EACH_CLASS_CHOICE = "each class in turn"
 NO_CLASS_CHOICE = "none (unconditional)"
-DEFAULT_STEPS = 50
-DEFAULT_ETA = 1.0  # for these x0-prediction models eta 1 draws cleaner digits at every step count (RESULTS.md)
 DEFAULT_IMAGES = 16
 DEFAULT_POINTS = 500
 DEFAULT_GUIDANCE = 2.0
+DEFAULT_SAMPLER_B = "DDPM"  # Compare's B: DDPM on A's default 50 timesteps, the same digits as A (COMPARE_INTRO)
 REPLAY_LABEL = "Replay the run, step by step"
 FRAME_INTERVAL = 0.05  # at most 20 live page updates a second; the last step is always shown
 
@@ -51,6 +48,18 @@ INTRO = r"""
 Start from pure noise $x_T$ and let the model remove a little noise at every step. Left: the current $x_t$;
 middle: the model's guess of the finished picture $\hat x_0$; right: the noise it thinks is in $x_t$. After a run,
 drag the slider to replay any step, or save the whole process as a GIF.
+"""
+
+
+COMPARE_INTRO = r"""
+Runs the settings above (**A**) and the ones here (**B**) from the very same $x_T$, with the same fresh noise for
+the steps that add some: any difference is the sampler's.
+
+**What to look for.** With the defaults (A: DDIM, 50 steps, eta 1; B: DDPM, 50 steps) the two grids are the same,
+digit for digit: DDIM with eta 1 *is* DDPM. Now set eta to 0 above and here, and B to DDIM with 10 steps: the same
+digits again, a little rougher, from a fifth of the network calls. With eta 0 nothing random is added on the way,
+so $x_T$ alone decides every digit. Give A and B different etas, or eta 1 and different step counts, and many
+digits change: each step then adds fresh noise, and that noise decides the digit as much as $x_T$ does.
 """
 
 
@@ -66,23 +75,6 @@ def parse_class(entry: ModelEntry, choice: str | None) -> int | None:
     if choice == EACH_CLASS_CHOICE:
         return EACH_CLASS
     return whole_number("class", choice, 0, entry.num_classes - 1)
-
-
-def step_pictures(entry: ModelEntry, step: Step, reference) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The live pictures of one step: x_t, predicted x0, predicted noise."""
-    if entry.is_points:
-        return tuple(points_picture(x.float().cpu(), reference) for x in (step.x_t, step.pred_x0, step.pred_eps))
-    return grid_picture(step.x_t), grid_picture(step.pred_x0), noise_picture(step.pred_eps)
-
-
-def progress_html(done: int, total: int, text: str) -> str:
-    share = 100 * done / max(total, 1)
-    return (
-        f'<div class="sample-progress" data-done="{done}" data-total="{total}">'
-        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;width:100%">'
-        f'<div style="background:#0072B2;border-radius:6px;height:14px;width:{share:.1f}%"></div></div>'
-        f"<p>{text}</p></div>"
-    )
 
 
 def count_slider(entry: ModelEntry, value: int | None = None) -> gr.Slider:
@@ -124,12 +116,17 @@ class SampleTab:
         return count_slider(self.resolve(name, self._session(request)))
 
     def describe_model(self, name: str, request: gr.Request | None = None) -> tuple:
-        """When the model changes: its description, the class menu, the sample-count range, the paths plot."""
+        """When the model changes: its description, the sampler settings its checkpoint samples best with (sampler,
+        steps, eta: the user may change them afterwards), the class menu, the sample-count range, the paths plot."""
         entry = self.resolve(name, self._session(request))
         classes = class_choices(entry)
         count = count_slider(entry, value=DEFAULT_POINTS if entry.is_points else DEFAULT_IMAGES)
+        defaults = entry.sampling_defaults
         return (
             entry.describe(),
+            gr.Radio(value=defaults.sampler.upper()),
+            gr.Slider(value=defaults.steps),
+            gr.Slider(value=defaults.eta),
             gr.Dropdown(choices=classes, value=classes[0], interactive=entry.num_classes is not None),
             gr.Slider(interactive=entry.num_classes is not None),
             count,
@@ -190,7 +187,7 @@ class SampleTab:
             shown = throttled(run, FRAME_INTERVAL, always=lambda item: item[0].index + 1 == total)  # the last step too
             for step, trajectory in shown:  # noqa: B007 (one growing object, used below)
                 text = f"{checked.settings.title}: step {step.index + 1} of {total}, t = {step.t}"
-                pictures = step_pictures(entry, step, entry.reference_points)
+                pictures = step_pictures(step, entry.is_points, entry.reference_points)
                 yield progress_html(step.index + 1, total, text), *pictures, gr.update(), text, gr.update(), gr.update()
             if trajectory is None or len(trajectory) == 0:
                 yield (progress_html(0, total, "Stopped before the first step."), *keep)
@@ -268,7 +265,7 @@ class SampleTab:
                 run = sample_request(entry, checked, settings, compute=job.compute, stop=job.stopped)
                 for step, trajectory in throttled(run, FRAME_INTERVAL * 4):  # noqa: B007 (one growing object, used below)
                     done = step.index + 1 + side * checked.settings.steps
-                    picture = step_pictures(entry, step, entry.reference_points)[0]
+                    picture = step_pictures(step, entry.is_points, entry.reference_points)[0]
                     outputs = (picture, gr.update()) if side == 0 else (gr.update(), picture)
                     yield progress_html(done, total, f"{settings.title}: step {step.index + 1}"), *outputs, gr.update()
                 if trajectory is None or not trajectory.complete:
@@ -303,6 +300,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
     tab = SampleTab(registry)
     explanation(INTRO)
     default = pretrained(DEFAULT_MODEL)
+    start = default.sampling_defaults if default else SamplingDefaults()  # the default model's own settings
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             model = gr.Dropdown(
@@ -316,14 +314,14 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             about = gr.Markdown(default.describe() if default else "")
             sampler = gr.Radio(
                 list(SAMPLER_CHOICES),
-                value="DDIM",
+                value=start.sampler.upper(),
                 label="Sampler",
                 info="DDPM: the original, one small noisy step per t. DDIM: big jumps, few steps.",
             )
             steps = gr.Slider(
                 1,
                 1000,
-                value=DEFAULT_STEPS,
+                value=start.steps,
                 step=1,
                 label="Steps",
                 info="Network calls. DDPM needs ~1000 to look good; DDIM does well with 20-50.",
@@ -331,11 +329,11 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             eta = gr.Slider(
                 0,
                 1,
-                value=DEFAULT_ETA,
+                value=start.eta,
                 step=0.05,
                 label="eta (DDIM)",
                 info="0: no fresh noise (the same x_T always gives the same picture); 1: fresh noise each step, "
-                "like DDPM (cleaner digits here).",
+                "like DDPM. Each model starts at what it samples best with.",
             )
             with gr.Row():
                 seed = gr.Number(0, label="Seed", minimum=0, maximum=MAX_SEED, info="Picks x_T.")
@@ -366,9 +364,9 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html(0, 1, "Press **Sample**."), elem_id="sample-progress")
             with gr.Row():
-                x_t = pixel_picture("x_t: the current noisy state", 340, elem_id="sample-xt")
-                x0 = pixel_picture("predicted x0: the model's guess of the end", 340)
-                eps = pixel_picture("predicted noise (±3σ)", 340)
+                x_t = pixel_picture("x_t", "The noisy state at this step.", 340, elem_id="sample-xt")
+                x0 = pixel_picture("predicted x0", "The model's guess of the finished picture.", 340)
+                eps = pixel_picture("predicted noise", "The noise it sees in $x_t$ (grey 0, white +3σ).", 340)
             scrub = gr.Slider(
                 0,
                 1,
@@ -388,19 +386,18 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
                 gif_button = gr.Button("Make a GIF of this run", elem_id="sample-gif")
                 gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False)
     with gr.Accordion("Compare two samplers from the same starting noise", open=False):
-        explanation(
-            "Runs the settings above (**A**) and the ones here (**B**) from the very same $x_T$: any difference "
-            "is the sampler's. Try DDPM 1000 vs DDIM 50, DDIM 10 vs 100, or eta 0 vs 1."
-        )
+        explanation(COMPARE_INTRO)
         with gr.Row():
-            sampler_b = gr.Radio(list(SAMPLER_CHOICES), value="DDIM", label="B: sampler", info="The second sampler.")
-            steps_b = gr.Slider(1, 1000, value=DEFAULT_STEPS, step=1, label="B: steps", info="Its network calls.")
-            eta_b = gr.Slider(0, 1, value=0.0, step=0.05, label="B: eta (DDIM)", info="Its fresh-noise amount.")
+            sampler_b = gr.Radio(
+                list(SAMPLER_CHOICES), value=DEFAULT_SAMPLER_B, label="B: sampler", info="The second sampler."
+            )
+            steps_b = gr.Slider(1, 1000, value=start.steps, step=1, label="B: steps", info="Its network calls.")
+            eta_b = gr.Slider(0, 1, value=start.eta, step=0.05, label="B: eta (DDIM)", info="Its fresh-noise amount.")
             compare_button = gr.Button("Compare A and B", elem_id="sample-compare")
         compare_progress = gr.HTML()
         with gr.Row():
-            image_a = pixel_picture("A: final samples", 340)
-            image_b = pixel_picture("B: final samples", 340)
+            image_a = pixel_picture("A: final samples", "With the settings above.", 340)
+            image_b = pixel_picture("B: final samples", "With the settings here, from the same $x_T$.", 340)
         compare_caption = gr.Markdown()
 
     tab.model, tab.count = model, count
@@ -414,7 +411,12 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         "class_choice": class_menu,
         "guidance": guidance,
     }
-    model.change(tab.describe_model, model, [about, class_menu, guidance, count, paths], api_name="describe_model")
+    model.change(
+        tab.describe_model,
+        model,
+        [about, sampler, steps, eta, class_menu, guidance, count, paths],
+        api_name="describe_model",
+    )
     run.click(
         tab.sample,
         inputs_kwargs=controls,

@@ -31,7 +31,7 @@ from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_li
 from explorer.widgets import bounded_number, explanation, pixel_picture, session_key, whole_number
 
 DATASETS: dict[str, str] = {  # menu label -> core.data name
-    "Digits: bundled MNIST subset (4,000 images, no download)": "mnist5k",
+    "Digits: bundled MNIST (4,000 images, no download)": "mnist5k",  # each fits the menu at 1280 px
     "MNIST (60,000 digits, downloads 12 MB)": "mnist",
     "Fashion-MNIST (60,000 clothes, downloads 30 MB)": "fashion_mnist",
     "CIFAR-10 (50,000 colour photos, downloads 170 MB)": "cifar10",
@@ -145,6 +145,11 @@ def _nothing_new(status: str) -> tuple:
     return (status, gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
 
 
+def download_box(path: str | None) -> gr.File:
+    """The checkpoint box shows only when it holds a file (an empty box would take room while a run trains)."""
+    return gr.File(visible=bool(path))
+
+
 class TrainTab:
     """The Train tab's callbacks, bound to one SessionRegistry (which holds every user's runs and models)."""
 
@@ -158,7 +163,8 @@ class TrainTab:
         session = self.registry.session(session_key(request))
 
         def work(job: Job) -> Iterator[tuple]:
-            yield _nothing_new("Loading the data and building the model…")
+            loading = "Loading the data and building the model…"
+            yield (loading, *(gr.update(),) * 4, None)  # None: the last run's checkpoint goes (its box hides)
             for update in train_live(config, compute=job.compute, stop=job.stopped):
                 if not update.done:
                     yield _training_outputs(update, status_line(update))
@@ -182,9 +188,9 @@ class TrainTab:
         if trainer.step == 0 or session.closed:
             return None, "  \nNo step was taken, so there is no model to keep."
         folder = trainer.save(session.new_path("model"), with_training_state=False)
-        archive = pack_checkpoint(
-            folder, session.new_path(f"ddpm-{trainer.config.dataset}-{trainer.step}steps", ".zip")
-        )
+        downloads = session.new_path("download")  # one folder per run, so the file's own name needs no counter
+        downloads.mkdir(parents=True)
+        archive = pack_checkpoint(folder, downloads / f"ddpm-{trainer.config.dataset}-{trainer.step}steps.zip")
         name = f"my model: {trainer.config.dataset}, {trainer.config.preset}, {trainer.step:,} steps"
         name = self.registry.add_model(session, name, load_entry(name, folder))
         return str(archive), f"  \nSaved. Download the checkpoint below; **{name}** is now in the Sample tab's menu."
@@ -272,15 +278,21 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
             status = gr.Markdown("Press **Start training**.", elem_id="train-status")
             with gr.Row():
                 preview = pixel_picture(
-                    "Preview: the same noise, denoised by the model so far", 420, elem_id="train-preview"
+                    "Preview", "The same noise each time, denoised by the model so far.", 420, elem_id="train-preview"
                 )
                 loss_plot = gr.Plot(label="Loss: how wrong the model's guesses are", elem_id="train-loss")
             with gr.Row():
                 bucket_plot = gr.Plot(label="Loss by timestep: very noisy (high t) and almost clean (low t)")
                 lr_plot = gr.Plot(label="Learning rate: warm-up, then a slow decay")
-            download = gr.File(label="Checkpoint (zip of safetensors + config.json)", interactive=False)
+            download = gr.File(  # shown when a run ends with a model to download
+                label="Checkpoint (zip of safetensors + config.json)",
+                interactive=False,
+                visible=False,
+                elem_id="train-download",
+            )
 
     dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
+    download.change(download_box, download, download, api_name=False, queue=False)
     controls = {  # the order of the API's parameters; the names are training_config's
         "dataset_label": dataset,
         "upload": upload,
