@@ -84,3 +84,9 @@ def progress_html(done: int, total: int, text: str) -> str:
         f'<div style="background:#0072B2;border-radius:6px;height:14px;width:{share:.1f}%"></div></div>'
         f"<p>{text}</p></div>"
     )
+
+
+def file_box(path: str | None) -> gr.File:
+    """A download box shows only when it holds a file: `box.change(file_box, box, box)` (an empty box takes room
+    while a run goes)."""
+    return gr.File(visible=bool(path))

@@ -19,6 +19,7 @@ from explorer.tabs import sample as sample_page
 from explorer.tabs import train as train_page
 from explorer.tabs.sample import EACH_CLASS_CHOICE, NO_CLASS_CHOICE, SampleTab
 from explorer.tabs.train import DATASETS, DEFAULT_DATASET, PRESETS, TrainTab, dataset_defaults, training_config
+from explorer.widgets import file_box
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -200,16 +201,23 @@ def test_the_loss_axis_writes_out_at_most_six_labels():
     assert list(loss_figure([1], [0.92], [0.92]).layout.yaxis.ticktext) == ["0.92"]  # one step: one label
 
 
-def test_the_checkpoint_box_is_hidden_until_there_is_a_file(registry):
-    """No empty checkpoint box while a run trains: hidden on the page, and shown or hidden again whenever its value
-    changes (the run empties it when it starts and fills it when it ends with a model)."""
+@pytest.mark.parametrize(
+    "page, label",
+    [
+        (train_page, "Checkpoint (zip of safetensors + config.json)"),
+        (sample_page, "GIF: x_t and predicted x0 at every saved step"),
+    ],
+)
+def test_download_boxes_are_hidden_until_there_is_a_file(registry, page, label):
+    """No empty checkpoint or GIF box taking room: hidden on the page, and shown or hidden again whenever its value
+    changes (a training run empties its box when it starts and fills it when it ends with a model)."""
     with gr.Blocks() as demo:
-        train_page.build_tab(registry)
-    box = labelled(demo, "Checkpoint (zip of safetensors + config.json)")
+        page.build_tab(registry)
+    box = labelled(demo, label)
     assert not box.visible
-    (on_change,) = [fn for fn in demo.fns.values() if fn.fn is train_page.download_box]
-    assert on_change.inputs == [box] and on_change.outputs == [box]
-    assert train_page.download_box("ddpm-mnist5k-6steps.zip").visible and not train_page.download_box(None).visible
+    (on_change,) = [fn for fn in demo.fns.values() if fn.fn is file_box and fn.inputs == [box]]
+    assert on_change.outputs == [box]
+    assert file_box("ddpm-mnist5k-6steps.zip").visible and not file_box(None).visible
 
 
 def test_model_description_and_class_controls(registry):

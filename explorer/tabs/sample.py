@@ -31,7 +31,7 @@ from explorer.sampling_run import (
 )
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
 from explorer.trajectory import Trajectory, step_pictures
-from explorer.widgets import explanation, pixel_picture, progress_html, session_key, whole_number
+from explorer.widgets import explanation, file_box, pixel_picture, progress_html, session_key, whole_number
 
 SAMPLER_CHOICES = ("DDPM", "DDIM")
 EACH_CLASS_CHOICE = "each class in turn"
@@ -384,7 +384,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             )
             with gr.Row():
                 gif_button = gr.Button("Make a GIF of this run", elem_id="sample-gif")
-                gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False)
+                gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False, visible=False)
     with gr.Accordion("Compare two samplers from the same starting noise", open=False):
         explanation(COMPARE_INTRO)
         with gr.Row():
@@ -411,12 +411,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         "class_choice": class_menu,
         "guidance": guidance,
     }
-    model.change(
-        tab.describe_model,
-        model,
-        [about, sampler, steps, eta, class_menu, guidance, count, paths],
-        api_name="describe_model",
-    )
+    described = [about, sampler, steps, eta, class_menu, guidance, count, paths]
+    model.change(tab.describe_model, model, described, api_name="describe_model")
     run.click(
         tab.sample,
         inputs_kwargs=controls,
@@ -436,6 +432,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         trigger_mode="always_last",
     )
     gif_button.click(tab.export_gif, None, gif, api_name="export_gif")
+    gif.change(file_box, gif, gif, api_name=False, queue=False)
     upload.upload(tab.upload_model, upload, [model, upload_note], api_name="upload_checkpoint")
     compare_button.click(
         tab.compare,

@@ -28,7 +28,7 @@ from explorer.jobs import Job, run_job
 from explorer.models import load_entry
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
 from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
-from explorer.widgets import bounded_number, explanation, pixel_picture, session_key, whole_number
+from explorer.widgets import bounded_number, explanation, file_box, pixel_picture, session_key, whole_number
 
 DATASETS: dict[str, str] = {  # menu label -> core.data name
     "Digits: bundled MNIST (4,000 images, no download)": "mnist5k",  # each fits the menu at 1280 px
@@ -143,11 +143,6 @@ def _training_outputs(update: LiveUpdate, status: str, download: str | None = No
 
 def _nothing_new(status: str) -> tuple:
     return (status, gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
-
-
-def download_box(path: str | None) -> gr.File:
-    """The checkpoint box shows only when it holds a file (an empty box would take room while a run trains)."""
-    return gr.File(visible=bool(path))
 
 
 class TrainTab:
@@ -292,7 +287,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
             )
 
     dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
-    download.change(download_box, download, download, api_name=False, queue=False)
+    download.change(file_box, download, download, api_name=False, queue=False)
     controls = {  # the order of the API's parameters; the names are training_config's
         "dataset_label": dataset,
         "upload": upload,
