@@ -16,7 +16,7 @@ from core import __version__
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.sessions import SessionRegistry
-from explorer.tabs import embedding, forward, sample, schedules, train, unet
+from explorer.tabs import compare, embedding, forward, sample, schedules, train, unet
 from explorer.widgets import session_key
 
 TITLE = "DDPM Explorer"
@@ -65,6 +65,7 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
             train_tab = train.build_tab(registry)
         with gr.Tab("Sample") as sample_page:
             sample_tab = sample.build_tab(registry)
+            compare.build_section(sample_tab)
         # a model trained (or stopped) in the Train tab appears in the Sample tab's menu
         train_tab.start_event.then(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False)
         sample_page.select(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False).then(

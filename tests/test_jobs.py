@@ -10,6 +10,7 @@ import pytest
 from explorer.jobs import STOPPED_WHILE_WAITING, run_job, throttled
 from explorer.models import DEFAULT_MODEL
 from explorer.sessions import SessionRegistry
+from explorer.tabs.compare import CompareSection
 from explorer.tabs.sample import SampleTab
 
 
@@ -114,7 +115,7 @@ def test_compare_stops_when_the_user_leaves(registry):
     tab = SampleTab(registry)
     controls = dict(model=DEFAULT_MODEL, sampler="DDPM", steps=1000, eta=1.0, seed=0, count=4, class_choice=None,
                     guidance=1.0)  # fmt: skip
-    run = tab.compare(FakeRequest("alice"), sampler_b="DDPM", steps_b=1000, eta_b=1.0, **controls)
+    run = CompareSection(tab).compare(FakeRequest("alice"), sampler_b="DDPM", steps_b=1000, eta_b=1.0, **controls)
     next(run)
     closer = threading.Timer(0.2, registry.close, args=("alice",))
     closer.start()

@@ -15,8 +15,10 @@ from core.checkpoint import EMA_FILE, MODEL_FILE, weight_file_role
 from explorer.figures import MAX_LOG_TICKS, loss_figure
 from explorer.models import DEFAULT_MODEL, PRETRAINED
 from explorer.sessions import SessionRegistry
+from explorer.tabs import compare as compare_page
 from explorer.tabs import sample as sample_page
 from explorer.tabs import train as train_page
+from explorer.tabs.compare import CompareSection
 from explorer.tabs.sample import EACH_CLASS_CHOICE, NO_CLASS_CHOICE, SampleTab
 from explorer.tabs.train import DATASETS, DEFAULT_DATASET, PRESETS, TrainTab, dataset_defaults, training_config
 from explorer.widgets import file_box
@@ -161,7 +163,9 @@ def test_sample_replay_gif_and_compare(registry, tmp_path):
     with pytest.raises(gr.Error, match="Sample first"):
         SampleTab(registry).export_gif(request=FakeRequest("dave"))
     b = {"sampler_b": "DDPM", "steps_b": 20, "eta_b": 1.0}
-    compared = list(tab.compare(**sample_args(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0), **b, request=user))
+    compared = list(
+        CompareSection(tab).compare(**sample_args(DEFAULT_MODEL, "DDIM", 5, 0, 0, 4, None, 1.0), **b, request=user)
+    )
     _, image_a, image_b, text = compared[-1]
     assert image_a.shape == image_b.shape and "Same x_T (seed 0)" in text and "DDPM, 20 steps" in text
 
@@ -177,14 +181,18 @@ def test_compare_defaults_to_a_b_that_draws_the_same_digits(registry):
     pictures (DDIM with eta 1 is DDPM), the point the accordion's explanation starts from before it sends the
     student to eta 0 and fewer steps."""
     with gr.Blocks() as demo:
-        sample_page.build_tab(registry)
+        compare_page.build_section(sample_page.build_tab(registry))
     a = [labelled(demo, label).value for label in ("Sampler", "Steps", "eta (DDIM)")]
     b = [labelled(demo, label).value for label in ("B: sampler", "B: steps", "B: eta (DDIM)")]
     assert a == ["DDIM", 50, 1.0] and b == ["DDPM", 50, 1.0]
-    assert "What to look for" in sample_page.COMPARE_INTRO and "DDIM with eta 1 *is* DDPM" in sample_page.COMPARE_INTRO
+    assert (
+        "What to look for" in compare_page.COMPARE_INTRO and "DDIM with eta 1 *is* DDPM" in compare_page.COMPARE_INTRO
+    )
     tab, user = SampleTab(registry), FakeRequest("ivan")
     a_args = sample_args(DEFAULT_MODEL, a[0], 5, a[2], 0, 4, None, 1.0)  # 5 steps, not 50: the same point, faster
-    *_, (_, image_a, image_b, caption) = tab.compare(**a_args, sampler_b=b[0], steps_b=5, eta_b=b[2], request=user)
+    *_, (_, image_a, image_b, caption) = CompareSection(tab).compare(
+        **a_args, sampler_b=b[0], steps_b=5, eta_b=b[2], request=user
+    )
     assert "DDPM, 5 steps" in caption
     assert np.abs(image_a.astype(int) - image_b.astype(int)).max() <= 1  # the same digits, to rounding
 

@@ -1,5 +1,5 @@
-"""Sample tab: draw samples step by step from a pretrained model or your own, scrub through the reverse process,
-export it as a GIF, and compare two samplers from the same starting noise.
+"""Sample tab: draw samples step by step from a pretrained model or your own, scrub through the reverse process and
+export it as a GIF (comparing two samplers from the same starting noise is explorer.tabs.compare, a section below).
 
 `SampleTab` holds the callbacks (generators for the long ones, validated with gr.Error; the same from the page,
 from gradio_client and from tests). The runs are explorer.sampling_run's; what is kept for scrubbing is the
@@ -26,7 +26,6 @@ from explorer.sampling_run import (
     MAX_SEED,
     SampleRequest,
     check_request,
-    check_settings,
     sample_request,
 )
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
@@ -39,7 +38,6 @@ NO_CLASS_CHOICE = "none (unconditional)"
 DEFAULT_IMAGES = 16
 DEFAULT_POINTS = 500
 DEFAULT_GUIDANCE = 2.0
-DEFAULT_SAMPLER_B = "DDPM"  # Compare's B: DDPM on A's default 50 timesteps, the same digits as A (COMPARE_INTRO)
 REPLAY_LABEL = "Replay the run, step by step"
 FRAME_INTERVAL = 0.05  # at most 20 live page updates a second; the last step is always shown
 
@@ -48,18 +46,6 @@ INTRO = r"""
 Start from pure noise $x_T$ and let the model remove a little noise at every step. Left: the current $x_t$;
 middle: the model's guess of the finished picture $\hat x_0$; right: the noise it thinks is in $x_t$. After a run,
 drag the slider to replay any step, or save the whole process as a GIF.
-"""
-
-
-COMPARE_INTRO = r"""
-Runs the settings above (**A**) and the ones here (**B**) from the very same $x_T$, with the same fresh noise for
-the steps that add some: any difference is the sampler's.
-
-**What to look for.** With the defaults (A: DDIM, 50 steps, eta 1; B: DDPM, 50 steps) the two grids are the same,
-digit for digit: DDIM with eta 1 *is* DDPM. Now set eta to 0 above and here, and B to DDIM with 10 steps: the same
-digits again, a little rougher, from a fifth of the network calls. With eta 0 nothing random is added on the way,
-so $x_T$ alone decides every digit. Give A and B different etas, or eta 1 and different step counts, and many
-digits change: each step then adds fresh noise, and that noise decides the digit as much as $x_T$ does.
 """
 
 
@@ -91,7 +77,7 @@ class SampleTab:
 
     # ---- models ---------------------------------------------------------------------------------------------
 
-    def _session(self, request: gr.Request | None) -> UserSession:
+    def user_session(self, request: gr.Request | None) -> UserSession:
         return self.registry.session(session_key(request))
 
     def model_names(self, session: UserSession) -> list[str]:
@@ -105,7 +91,7 @@ class SampleTab:
 
     def model_menu(self, current: str | None = None, request: gr.Request | None = None) -> gr.Dropdown:
         """The model menu with this user's own models (keeps the current choice when it still exists)."""
-        names = self.model_names(self._session(request))
+        names = self.model_names(self.user_session(request))
         return gr.Dropdown(choices=names, value=current if current in names else DEFAULT_MODEL)
 
     def count_range(self, name: str, request: gr.Request | None = None) -> gr.Slider:
@@ -113,12 +99,12 @@ class SampleTab:
         server-wide bound (MAX_POINTS) so that a script may ask a 2D model for points without opening the page;
         the page narrows it to MAX_IMAGES for image models when the tab opens, and check_request refuses more
         than MAX_IMAGES images with a message either way."""
-        return count_slider(self.resolve(name, self._session(request)))
+        return count_slider(self.resolve(name, self.user_session(request)))
 
     def describe_model(self, name: str, request: gr.Request | None = None) -> tuple:
         """When the model changes: its description, the sampler settings its checkpoint samples best with (sampler,
         steps, eta: the user may change them afterwards), the class menu, the sample-count range, the paths plot."""
-        entry = self.resolve(name, self._session(request))
+        entry = self.resolve(name, self.user_session(request))
         classes = class_choices(entry)
         count = count_slider(entry, value=DEFAULT_POINTS if entry.is_points else DEFAULT_IMAGES)
         defaults = entry.sampling_defaults
@@ -137,7 +123,7 @@ class SampleTab:
         """Add a checkpoint zip made by this project to this user's menu (refused with a message otherwise)."""
         if not path:
             raise gr.Error("Choose a checkpoint .zip first (the Train tab's download).")
-        session = self._session(request)
+        session = self.user_session(request)
         folder = session.new_path("upload")
         try:
             unpack_checkpoint(path, folder)
@@ -150,7 +136,7 @@ class SampleTab:
 
     # ---- sampling -------------------------------------------------------------------------------------------
 
-    def _request(
+    def checked_request(
         self,
         session: UserSession,
         *,
@@ -173,11 +159,11 @@ class SampleTab:
         return entry, request
 
     def sample(self, request: gr.Request | None = None, **controls: object) -> Iterator[tuple]:
-        """Callback of Sample, given the main controls by name (see `_request`): yields (progress, x_t, predicted
+        """Callback of Sample, given the main controls by name (see `checked_request`): yields (progress, x_t, predicted
         x0, predicted noise, replay slider, step caption, alpha-bar plot, paths plot) live at every step (at most 20
         a second), then the finished run, ready to scrub."""
-        session = self._session(request)
-        entry, checked = self._request(session, **controls)
+        session = self.user_session(request)
+        entry, checked = self.checked_request(session, **controls)
         total = checked.settings.steps
         keep = (gr.update(),) * 7
 
@@ -220,7 +206,7 @@ class SampleTab:
     def show_step(self, index: float, request: gr.Request | None = None) -> tuple:
         """Callback of the replay slider: the three pictures, the caption and the alpha-bar marker of saved step
         `index` (0 = the first step)."""
-        trajectory = self._session(request).trajectory
+        trajectory = self.user_session(request).trajectory
         if trajectory is None or len(trajectory) == 0:
             raise gr.Error("Sample first: there is no run to replay yet.")
         i = whole_number("step", index, 0, len(trajectory) - 1)
@@ -232,63 +218,14 @@ class SampleTab:
 
     def export_gif(self, request: gr.Request | None = None) -> str:
         """Callback of "Make a GIF": the last run, one frame per saved step, as a file to download."""
-        session = self._session(request)
+        session = self.user_session(request)
         trajectory = session.trajectory
         if trajectory is None or len(trajectory) == 0:
             raise gr.Error("Sample first: there is no run to turn into a GIF yet.")
         return str(trajectory.write_gif(session.new_path("trajectory", ".gif")))
 
-    def compare(
-        self,
-        request: gr.Request | None = None,
-        *,
-        sampler_b: str,
-        steps_b: float,
-        eta_b: float,
-        **controls: object,
-    ) -> Iterator[tuple]:
-        """Callback of Compare, given the main controls by name (see `_request`) and B's: runs the main settings
-        (A) and the second ones (B) from the same x_T and yields (progress, A's picture, B's picture, caption)."""
-        session = self._session(request)
-        entry, checked = self._request(session, **controls)
-        try:
-            settings_b = check_settings(entry, sampler_b, steps_b, eta_b)
-        except ValueError as error:
-            raise gr.Error(f"second sampler: {error}") from None
-        sides = (checked.settings, settings_b)
-        total = sum(settings.steps for settings in sides)
-
-        def work(job: Job) -> Iterator[tuple]:
-            results: list[Trajectory] = []
-            for side, settings in enumerate(sides):
-                trajectory = None
-                run = sample_request(entry, checked, settings, compute=job.compute, stop=job.stopped)
-                for step, trajectory in throttled(run, FRAME_INTERVAL * 4):  # noqa: B007 (one growing object, used below)
-                    done = step.index + 1 + side * checked.settings.steps
-                    picture = step_pictures(step, entry.is_points, entry.reference_points)[0]
-                    outputs = (picture, gr.update()) if side == 0 else (gr.update(), picture)
-                    yield progress_html(done, total, f"{settings.title}: step {step.index + 1}"), *outputs, gr.update()
-                if trajectory is None or not trajectory.complete:
-                    yield progress_html(0, total, "Stopped."), gr.update(), gr.update(), gr.update()
-                    return
-                results.append(trajectory)
-            a, b = results
-            caption = (
-                f"Same x_T (seed {checked.seed}). **A: {a.title}**: {a.seconds:.2f} s. **B: {b.title}**: "
-                f"{b.seconds:.2f} s ({b.seconds / max(a.seconds, 1e-9):.2f}x A's time)."
-            )
-            yield progress_html(total, total, "Done."), a.pictures(len(a) - 1)[0], b.pictures(len(b) - 1)[0], caption
-
-        yield from run_job(
-            self.registry,
-            session,
-            "sampling",
-            work,
-            waiting=lambda text: (progress_html(0, total, text), gr.update(), gr.update(), gr.update()),
-        )
-
     def stop(self, request: gr.Request | None = None) -> str:
-        session = self._session(request)
+        session = self.user_session(request)
         if self.registry.request_stop(session, "sampling"):
             return progress_html(0, 1, "Stopping after the current step…")
         return progress_html(0, 1, "Nothing to stop: no sampling run is going.")
@@ -385,23 +322,9 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             with gr.Row():
                 gif_button = gr.Button("Make a GIF of this run", elem_id="sample-gif")
                 gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False, visible=False)
-    with gr.Accordion("Compare two samplers from the same starting noise", open=False):
-        explanation(COMPARE_INTRO)
-        with gr.Row():
-            sampler_b = gr.Radio(
-                list(SAMPLER_CHOICES), value=DEFAULT_SAMPLER_B, label="B: sampler", info="The second sampler."
-            )
-            steps_b = gr.Slider(1, 1000, value=start.steps, step=1, label="B: steps", info="Its network calls.")
-            eta_b = gr.Slider(0, 1, value=start.eta, step=0.05, label="B: eta (DDIM)", info="Its fresh-noise amount.")
-            compare_button = gr.Button("Compare A and B", elem_id="sample-compare")
-        compare_progress = gr.HTML()
-        with gr.Row():
-            image_a = pixel_picture("A: final samples", "With the settings above.", 340)
-            image_b = pixel_picture("B: final samples", "With the settings here, from the same $x_T$.", 340)
-        compare_caption = gr.Markdown()
 
-    tab.model, tab.count = model, count
-    controls = {  # the order of the API's parameters; the names are SampleTab._request's
+    tab.model, tab.count, tab.start = model, count, start
+    tab.controls = controls = {  # the order of the API's parameters; the names are SampleTab.checked_request's
         "model": model,
         "sampler": sampler,
         "steps": steps,
@@ -434,13 +357,4 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
     gif_button.click(tab.export_gif, None, gif, api_name="export_gif")
     gif.change(file_box, gif, gif, api_name=False, queue=False)
     upload.upload(tab.upload_model, upload, [model, upload_note], api_name="upload_checkpoint")
-    compare_button.click(
-        tab.compare,
-        inputs_kwargs={**controls, "sampler_b": sampler_b, "steps_b": steps_b, "eta_b": eta_b},
-        outputs=[compare_progress, image_a, image_b, compare_caption],
-        api_name="compare",
-        concurrency_id=HEAVY_GROUP,
-        concurrency_limit=HEAVY_CONCURRENCY,
-        show_progress="hidden",
-    )
     return tab
