@@ -7,8 +7,14 @@ blobs) with a uniform target, "outlier exposure" (Hendrycks, Mazeika & Dietteric
 MNIST classifier calls Gaussian noise an "8" with probability > 0.9, which would make core.metrics'
 `confident_fraction` meaningless for bad samples.
 
-The shipped weights live in assets/classifier (safetensors + config.json with the architecture, the training
-settings and the SHA-256 of the weights); `load_reference_classifier()` loads them once, checked against that hash.
+The same architecture trained without outlier exposure is the feature network of core.metrics' Fréchet distance and
+precision/recall: outlier exposure maps every non-digit onto nearly one feature point, so the reference classifier's
+features cannot rank noise, blank pictures, digits on grey and heavy blur (FD near 1,680 for all of them); the plain
+network's features keep them apart (core.metrics' docstring has the measurements).
+
+The shipped weights live in assets/classifier and assets/feature_net (safetensors + config.json with the kind, the
+architecture, the training settings and the SHA-256 of the weights); `load_reference_classifier()` and
+`load_feature_network()` load them once, checked against that hash.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from core.checkpoint import CONFIG_FILE, MODEL_FILE, named_weight_file
 from core.data import ASSETS
 
 CLASSIFIER_DIR = ASSETS / "classifier"
-CLASSIFIER_KIND = "reference-digit-classifier"
+CLASSIFIER_KIND = "reference-digit-classifier"  # with outlier exposure: "is it a digit, and which?"
+FEATURE_NET_DIR = ASSETS / "feature_net"
+FEATURE_NET_KIND = "digit-feature-network"  # without outlier exposure: features for the Fréchet distance
+CLASSIFIER_KINDS = (CLASSIFIER_KIND, FEATURE_NET_KIND)
 IMAGE_SIZE = 32  # the classifier sees 1x32x32 digits in [-1, 1]
 NUM_CLASSES = 10
 
@@ -87,9 +96,9 @@ class DigitClassifier(nn.Module):
         return cls(tuple(config["channels"]), int(config["feature_dim"]), float(config["dropout"]))
 
 
-def load_classifier(directory: str | Path = CLASSIFIER_DIR) -> DigitClassifier:
-    """A classifier saved by core.classifier_training.save_classifier, checked against its recorded hash, in eval
-    mode on CPU."""
+def load_classifier(directory: str | Path = CLASSIFIER_DIR, kind: str = CLASSIFIER_KIND) -> DigitClassifier:
+    """A classifier of `kind` saved by core.classifier_training.save_classifier, checked against its recorded hash,
+    in eval mode on CPU."""
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
@@ -97,11 +106,12 @@ def load_classifier(directory: str | Path = CLASSIFIER_DIR) -> DigitClassifier:
     weights_path = directory / (name or MODEL_FILE)
     if name is None or not weights_path.is_file():
         raise FileNotFoundError(
-            f"no classifier in {directory}; train it with python assets/train_classifier.py (needs "
+            f"no classifier in {directory}; train it with python assets/train_classifier.py"
+            f"{' --features' if kind == FEATURE_NET_KIND else ''} (needs "
             f"{CONFIG_FILE} and the model weights it names)"
         )
-    if config.get("kind") != CLASSIFIER_KIND:
-        raise ValueError(f"{config_path} is not a {CLASSIFIER_KIND} config")
+    if config.get("kind") != kind:
+        raise ValueError(f"{config_path} is not a {kind} config (kind {config.get('kind')!r})")
     if hashlib.sha256(weights_path.read_bytes()).hexdigest() != config["files"][name]:
         raise ValueError(f"{weights_path} does not match {config_path} (a different or damaged file)")
     model = DigitClassifier.from_config(config["model"])
@@ -113,3 +123,9 @@ def load_classifier(directory: str | Path = CLASSIFIER_DIR) -> DigitClassifier:
 def load_reference_classifier() -> DigitClassifier:
     """The shipped classifier (assets/classifier), loaded once and shared: do not modify it."""
     return load_classifier(CLASSIFIER_DIR)
+
+
+@functools.lru_cache(maxsize=1)
+def load_feature_network() -> DigitClassifier:
+    """The shipped FD feature network (assets/feature_net), loaded once and shared: do not modify it."""
+    return load_classifier(FEATURE_NET_DIR, FEATURE_NET_KIND)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.checkpoint import save_checkpoint
-from core.classifier import CLASSIFIER_DIR, CLASSIFIER_KIND, IMAGE_SIZE, DigitClassifier
+from core.classifier import CLASSIFIER_DIR, CLASSIFIER_KIND, CLASSIFIER_KINDS, IMAGE_SIZE, DigitClassifier
 from core.data import load_dataset
 from core.metrics import predict_logits
 
@@ -124,7 +124,11 @@ def train_classifier(
         "lr_schedule": "one-cycle (cosine)",
         "weight_decay": weight_decay,
         "augmentation": "affine: shift +-2 px, rotation +-10 deg, scale 0.9-1.1" if augmentation else "none",
-        "outlier_exposure": f"synthetic_outliers, half a batch, uniform target, weight {outlier_weight}",
+        "outlier_exposure": (
+            f"synthetic_outliers, half a batch, uniform target, weight {outlier_weight}"
+            if outlier_weight > 0
+            else "none"
+        ),
         "seed": seed,
         "device": str(device),
         "torch_version": torch.__version__,
@@ -172,11 +176,16 @@ def train_classifier(
     )
 
 
-def save_classifier(trained: ClassifierTraining, directory: str | Path = CLASSIFIER_DIR) -> Path:
-    """Write the weights + config.json atomically (core.checkpoint.save_checkpoint): the architecture,
-    the training settings, the held-out accuracy and the package version."""
+def save_classifier(
+    trained: ClassifierTraining, directory: str | Path = CLASSIFIER_DIR, kind: str = CLASSIFIER_KIND
+) -> Path:
+    """Write the weights + config.json atomically (core.checkpoint.save_checkpoint): the kind (the reference
+    classifier or the FD feature network, core.classifier.CLASSIFIER_KINDS), the architecture, the training
+    settings, the held-out accuracy and the package version."""
+    if kind not in CLASSIFIER_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(CLASSIFIER_KINDS)}, got {kind!r}")
     config = {
-        "kind": CLASSIFIER_KIND,
+        "kind": kind,
         "heldout_accuracy": trained.heldout_accuracy,
         "train_accuracy": trained.train_accuracy,
         "train_seconds": round(trained.train_seconds, 1),

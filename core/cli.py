@@ -24,7 +24,7 @@ from core.data import DATASET_NAMES
 from core.device import PRECISIONS, pick_device
 from core.diffusion import OBJECTIVES, WEIGHTINGS
 from core.imaging import save_images, save_points
-from core.metrics import DIGIT_DATASETS, evaluate_points, evaluate_samples, real_floor
+from core.metrics import DIGIT_DATASETS, REFERENCE_SPLITS, score_samples
 from core.progress import format_seconds, progress_bar
 from core.samplers import SAMPLERS, SPACINGS, Sampler, SamplingDefaults, denoise, draw_noise, make_sampler
 from core.schedules import SCHEDULE_NAMES
@@ -191,14 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="sample from a checkpoint and print quality metrics as JSON (core/metrics.py)",
-        description="Sample --n images and print, as JSON on stdout: the Fréchet distance of the reference "
-        "classifier's features to as many held-out mnist5k digits (fd), the same for real digits against real "
-        "digits at that n (fd_real_floor), the share of confidently classified samples, the entropy of the "
-        "predicted classes and the sampling time. For a 2D toy model: the sliced Wasserstein distance to the toy "
-        "set's held-out points (sliced_wasserstein) and the mean distance from each sample to its nearest held-out "
-        "point (nn_distance), each with its real-vs-real floor (sw_real_floor, nn_real_floor).",
+        description="Sample --n images and print core.metrics.score_samples' scores as JSON on stdout (a plain "
+        "summary on stderr). Digits: the Fréchet distance of the feature network's features to as many held-out "
+        "mnist5k digits of the reference split (fd), precision and recall (k-NN manifolds, k = 3), each with the "
+        "same for real digits against real digits at that n (fd_real_floor, precision_real_floor, "
+        "recall_real_floor), the share of confidently classified samples, the entropy and histogram of the "
+        "predicted classes. 2D toy model: the sliced Wasserstein distance to the toy set's held-out points "
+        "(sliced_wasserstein) and the mean distance from each sample to its nearest held-out point (nn_distance), "
+        "each with its real-vs-real floor (sw_real_floor, nn_real_floor). Both: a one-line plain reading "
+        "(reading) and the sampling time.",
     )
     add_sampling_arguments(evaluate, n_default=1000)
+    evaluate.add_argument(
+        "--split",
+        default="report",
+        choices=REFERENCE_SPLITS,
+        help="digits: the held-out digits to compare with (report: for numbers you report; tune: for choosing)",
+    )
     return parser
 
 
@@ -348,11 +357,8 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             f"this checkpoint was trained on {dataset.get('name')!r}"
         )
     samples, _, seconds = draw_samples(plan, args)
-    try:
-        if points:  # sliced Wasserstein to the toy set's held-out points, with its real-vs-real floor
-            metrics = evaluate_points(samples, dataset["name"])
-        else:  # reference: as many held-out digits as samples, a fixed subset (seed 0)
-            metrics = {**evaluate_samples(samples), "fd_real_floor": real_floor(args.n)}
+    try:  # digits: as many reference digits as samples, a fixed subset (seed 0); points: the held-out points
+        metrics = score_samples(samples, dataset.get("name", "mnist5k"), split=args.split)
     except ValueError as error:  # e.g. NaN samples from a diverged model
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -369,7 +375,25 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         "device": str(plan.device),
     }
     print(json.dumps(report, indent=2))
+    print(summary_line(metrics), file=sys.stderr)
     return 0
+
+
+def summary_line(scores: dict) -> str:
+    """The scores in one line for people, ending with the plain reading."""
+    if scores["kind"] == "points":
+        parts = [
+            f"sliced W2 {scores['sliced_wasserstein']:.4f} (real {scores['sw_real_floor']:.4f})",
+            f"nearest-neighbour distance {scores['nn_distance']:.4f} (real {scores['nn_real_floor']:.4f})",
+        ]
+    else:
+        parts = [
+            f"FD {scores['fd']:.1f} (real {scores['fd_real_floor']:.1f})",
+            f"precision {scores['precision']:.2f} (real {scores['precision_real_floor']:.2f})",
+            f"recall {scores['recall']:.2f} (real {scores['recall_real_floor']:.2f})",
+            f"confident {scores['confident_fraction']:.0%}",
+        ]
+    return f"n = {scores['n']}: " + ", ".join(parts) + f": {scores['reading']}"
 
 
 def main(argv: list[str] | None = None) -> int:

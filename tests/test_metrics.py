@@ -1,6 +1,6 @@
-"""Reference classifier and sample-quality metrics: the shipped classifier's accuracy, the Fréchet distance's maths
-against closed forms, metrics that rank real digits above blurred digits and noise, the 2D sliced Wasserstein
-distance, and `python -m core evaluate` end to end."""
+"""Reference classifier, feature network and sample-quality metrics: the shipped networks' accuracy, the Fréchet
+distance's maths against closed forms, metrics that rank real digits above blurred digits and noise, the 2D sliced
+Wasserstein distance, and `python -m core evaluate` end to end (the calibration ladder: test_metric_calibration.py)."""
 
 from __future__ import annotations
 
@@ -12,24 +12,29 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.classifier import CLASSIFIER_DIR, load_classifier, load_reference_classifier
+from core.classifier import (
+    CLASSIFIER_DIR,
+    FEATURE_NET_DIR,
+    FEATURE_NET_KIND,
+    load_classifier,
+    load_feature_network,
+    load_reference_classifier,
+)
 from core.classifier_training import accuracy, train_classifier
 from core.cli import main
 from core.data import load_dataset
+from core.distances import feature_frechet_distance, fit_gaussian, gaussian_frechet_distance
 from core.metrics import (
     class_entropy,
     classifier_features,
     confident_fraction,
-    evaluate_points,
+    digit_features,
     evaluate_samples,
-    feature_frechet_distance,
-    fit_gaussian,
     frechet_distance,
-    gaussian_frechet_distance,
-    nearest_neighbour_distance,
     real_floor,
-    sliced_wasserstein,
+    real_scores,
 )
+from core.point_metrics import evaluate_points, nearest_neighbour_distance, sliced_wasserstein
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +74,18 @@ def test_shipped_classifier_reaches_98_percent_on_the_heldout_split(heldout):
     assert (CLASSIFIER_DIR / "model.safetensors").stat().st_size < 1_000_000
     assert load_reference_classifier() is classifier  # cached
     assert classifier_features(heldout.images[:3]).shape == (3, classifier.feature_dim)
+
+
+def test_shipped_feature_network_is_a_plain_classifier_of_the_same_architecture(heldout):
+    network = load_feature_network()
+    assert accuracy(network, heldout.images, heldout.labels) >= 0.98
+    config = json.loads((FEATURE_NET_DIR / "config.json").read_text())
+    assert config["kind"] == FEATURE_NET_KIND and config["training"]["outlier_exposure"] == "none"
+    assert config["training"]["split"] == "train" and config["model"] == load_reference_classifier().config
+    assert load_feature_network() is network and network is not load_reference_classifier()
+    assert digit_features(heldout.images[:3]).shape == (3, network.feature_dim)
+    with pytest.raises(ValueError, match="not a reference-digit-classifier config"):
+        load_classifier(FEATURE_NET_DIR)  # the kinds are not interchangeable
 
 
 def test_a_damaged_weights_file_is_refused(tmp_path):
@@ -142,8 +159,9 @@ def test_metrics_rank_real_digits_far_above_blurred_digits_and_noise(halves):
     fd_real = frechet_distance(samples, reference)
     fd_blur = frechet_distance(blur(samples), reference)
     fd_noise = frechet_distance(noise, reference)
-    assert fd_real * 10 < fd_blur < fd_noise
+    assert fd_real * 10 < fd_blur < fd_noise / 10  # the old features put noise and 2-px blur at one value
     assert fd_real * 10 < frechet_distance(uniform, reference)
+    assert frechet_distance(samples) < 3 * real_floor(500)  # default reference: the report split's 500 digits
     assert frechet_distance(samples, samples) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(reference, samples) == pytest.approx(fd_real, rel=1e-6)
     assert confident_fraction(samples) > 0.95
@@ -162,17 +180,24 @@ def test_class_entropy_is_log_10_for_heldout_digits_and_0_for_one_digit(heldout)
 def test_evaluate_samples_and_the_real_floor(halves, heldout):
     samples, _ = halves
     result = evaluate_samples(samples)
-    assert set(result) == {"fd", "confident_fraction", "class_entropy", "class_histogram", "n"}
+    assert set(result) == {
+        "fd", "precision", "recall", "confident_fraction", "class_entropy", "class_histogram", "n", "split"
+    }  # fmt: skip
     assert result["n"] == 500 and sum(result["class_histogram"]) == 500 and len(result["class_histogram"]) == 10
-    assert result["class_entropy"] == pytest.approx(math.log(10), abs=0.02)
-    floor = real_floor(500)
-    assert floor == real_floor(500, seed=0) and floor != real_floor(500, seed=1)
+    assert result["class_entropy"] == pytest.approx(math.log(10), abs=0.02) and result["split"] == "report"
+    floor = real_floor(500)  # the tune split's 500 digits against the report split's 500
+    assert floor == real_scores(500)["fd"] and real_floor(200) != real_floor(200, seed=1)
     assert 0 < floor < frechet_distance(blur(samples)) / 10
-    assert real_floor(50) > floor  # FD is biased upward at small n
+    assert real_floor(50) > real_floor(200) > floor  # FD is biased upward at small n
     assert real_floor(1000) > 0  # n > 500: bootstrap
+    assert real_floor(500, split="tune") == pytest.approx(floor)  # the same two sets, the other way round
+    assert 0.8 < real_scores(500)["precision"] <= 1 and 0.8 < real_scores(500)["recall"] <= 1
+    with pytest.raises(ValueError, match="unknown reference split 'test'"):
+        evaluate_samples(samples, split="test")
     # digits at 28x28 are padded to 32x32 like the dataset: the same features
     small = load_dataset("mnist5k", split="test", image_size=28).images[:8]
     assert torch.allclose(classifier_features(small), classifier_features(heldout.images[:8]))
+    assert torch.allclose(digit_features(small), digit_features(heldout.images[:8]))
 
 
 @pytest.mark.parametrize(
@@ -182,6 +207,7 @@ def test_evaluate_samples_and_the_real_floor(halves, heldout):
         (torch.zeros(4, 32, 32), "1-channel"),
         (torch.full((4, 1, 32, 32), float("nan")), "NaN"),
         (torch.zeros(0, 1, 32, 32), "empty"),
+        (torch.zeros(1, 1, 32, 32), "at least 2 samples"),
     ],
 )
 def test_bad_samples_are_refused(images, message):
@@ -247,12 +273,23 @@ def test_evaluate_prints_the_metrics_as_json(tiny_checkpoint, capsys):
     capsys.readouterr()
     argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--n", "12", "--steps", "3", "--batch-size", "5"]
     assert main([*argv, "--device", "cpu"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    for key in ("fd", "confident_fraction", "class_entropy", "class_histogram", "n", "fd_real_floor"):
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    for key in ("fd", "fd_real_floor", "precision", "precision_real_floor", "recall", "recall_real_floor"):
+        assert key in report
+    for key in ("confident_fraction", "class_entropy", "class_histogram", "n", "reading", "split"):
         assert key in report
     assert report["n"] == 12 and sum(report["class_histogram"]) == 12 and report["steps"] == 3
     assert report["sampler"] == "ddim" and report["eta"] == 1.0  # what the checkpoint records (x0 prediction)
     assert report["fd"] > report["fd_real_floor"] > 0 and report["sampling_seconds"] > 0
+    assert report["split"] == "report" and report["confident_fraction"] < 0.5  # 5 training steps: no digits yet
+    assert report["reading"] in (
+        "mostly noise: no digits yet",
+        "blank, faint or blurry pictures: no readable digits yet",
+    )
+    assert err.strip().endswith(report["reading"]) and "FD " in err  # the plain line for people, on stderr
+    assert main([*argv, "--device", "cpu", "--split", "tune"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"] == "tune"
 
 
 def test_evaluate_a_toy_points_model(tmp_path, capsys):
@@ -263,6 +300,7 @@ def test_evaluate_a_toy_points_model(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out), "--n", "64", "--steps", "4", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 64 and report["sliced_wasserstein"] > report["sw_real_floor"] > 0
+    assert report["kind"] == "points" and report["reading"] == "mostly noise: points scattered away from the shape"
 
 
 def test_evaluate_refuses_a_model_of_other_images(tiny_checkpoint, tmp_path, capsys):

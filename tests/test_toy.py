@@ -17,7 +17,7 @@ from core.checkpoint import build_model, load_checkpoint
 from core.cli import main
 from core.data import load_dataset
 from core.diffusion import training_loss
-from core.metrics import sliced_wasserstein
+from core.point_metrics import sliced_wasserstein
 from core.samplers import denoise, draw_noise, make_sampler, sample
 from core.schedules import make_schedule
 from core.toy import TOY_PRESETS, ToyMLP, make_toy_mlp
