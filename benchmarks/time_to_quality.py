@@ -5,9 +5,10 @@ image_size=32)`: 28x28 padded to 32x32, values in [-1, 1]; ours at its recipe's 
 since that padding is part of what the recipe chooses) at each learning rate (--lrs) for each wall-clock
 training budget (--budgets, seconds of optimizer steps only: no data loading, no sampling, no evaluation).
 After each budget it draws --n samples with 50 DDIM steps (eta = 0; timed separately) from a fixed seed and
-scores them with `core.metrics.evaluate_samples` (Fréchet distance in our digit classifier's features, the
+scores them with `core.metrics.evaluate_samples` (Fréchet distance in our digit feature network's features, the
 fraction of confidently classified digits, the entropy of the class histogram), next to the real-vs-real FD
-floor `core.metrics.real_floor(n)` at the same n.
+floor `core.metrics.real_floor(n)` at the same n, all on the "report" split of the held-out digits (SPLIT: the race
+reports numbers; tuning used the "tune" split).
 
 Contenders (all batch 64, gradient-norm clipping at 1.0, CPU, one thread per available core):
 
@@ -104,6 +105,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise SystemExit("the race needs diffusers and denoising-diffusion-pytorch: pip install -e '.[test]'") from error
 
+SPLIT = "report"  # the held-out digits for reported numbers (core.metrics.REFERENCE_SPLITS)
 SECTION_HEADING = "## Time to quality (benchmarks/time_to_quality.py)"
 RESULTS_DIR = RESULTS_PATH.parent / "results"
 CONTENDERS = ("ours", "ddpm_pytorch", "diffusers")
@@ -312,7 +314,8 @@ def report(
         f"Each contender trains on the 4,000 mnist5k training digits (batch {BATCH_SIZE}; the peers at 32x32, ours "
         f"at its recipe's {RECIPE_SIZE}x{RECIPE_SIZE}, the digits unpadded) for each "
         f"wall-clock budget, then draws {args.n} samples with {DDIM_STEPS} DDIM steps from its EMA weights "
-        f"(sampling time separate), scored by core.metrics.evaluate_samples against {args.n} held-out digits; "
+        f"(sampling time separate), scored by core.metrics.evaluate_samples against {args.n} held-out digits "
+        f'of the "{SPLIT}" split (core.metrics.REFERENCE_SPLITS: these are reported numbers); '
         f"real-vs-real FD floor at n = {args.n}: {floor:.1f}. ours: a fresh TrainConfig-default run per "
         "budget (its lr decays over the budget); the peers (constant lr) continue one run across budgets. "
         "Tuning budget: ours, the recipe search (benchmarks/recipe_search.py, rounds 1 and 2: 34 runs of 60 s); "
@@ -410,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_dir = Path(tempfile.mkdtemp(prefix="race_")) if args.no_write else args.pictures
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_dataset("mnist5k", split="train", image_size=32)
-    floor = real_floor(args.n, seed=args.seed)
+    floor = real_floor(args.n, seed=args.seed, split=SPLIT)
     print(f"{len(data)} training digits; real-vs-real FD floor at n = {args.n}: {floor:.1f}", flush=True)
     earlier = [] if args.no_write else load_points(args.pictures / POINTS_FILE.name)
     if any(p.n != args.n for p in earlier):
@@ -425,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 start = time.perf_counter()
                 samples = checkpoint.draw(args.n, args.seed).clamp(-1, 1)
                 sample_seconds = time.perf_counter() - start
-                metrics = evaluate_samples(samples, seed=args.seed)
+                metrics = evaluate_samples(samples, seed=args.seed, split=SPLIT)
                 point = Point(
                     contender,
                     lr,
