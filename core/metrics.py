@@ -16,8 +16,8 @@ Digits are judged with two small MNIST CNNs of core.classifier (in place of Ince
 Why two networks. The reference classifier was trained with outlier exposure (core.classifier), so everything it sees
 as no digit collapses onto nearly one point of its feature space: on its features FD sat near 1,620-1,690 for
 Gaussian noise, blank pictures, digits on grey and 2-px blur alike and could not rank early, failing models. Measured
-before choosing (n = 256 mnist5k training digits per rung against 256 held-out digits; real / blur 1, 1.5, 2 px /
-grey digits / noise / blank / salt and pepper 5, 10, 20, 40%):
+before choosing (exploratory runs, n = 256 mnist5k training digits per rung against 256 held-out digits; real /
+blur 1, 1.5, 2 px / grey digits / noise / blank / salt and pepper 5, 10, 20, 40%):
 
     reference classifier, penultimate (old) 33 / 597, 1407, 1640 / 1675 / 1675 / 1675 / 134, 349, 717, 1329
     reference classifier, pooled conv maps  0.11 / 6.4, 13, 17 / 60 / 36 / 19 / 2.3, 5.0, 9.2, 19 (grey > noise)
