@@ -4,9 +4,10 @@ For each checkpoint (default: every folder in assets/checkpoints/) it draws --n 
 DDPM (T steps) and DDIM with 100, 50, 20 and 10 steps at eta = 0 (deterministic) and eta = 1 (DDPM-like noise),
 times each run (wall clock, this machine's threads), and scores it:
 
-* digits (mnist_uncond, mnist_cond): `core.metrics.evaluate_samples` (FD of the reference classifier's features to
-  as many held-out digits, the fraction classified with confidence >= 0.9, the entropy of the class histogram),
-  next to the real-vs-real FD floor at the same n. A class-conditional model is asked for the labels 0..9 in turn
+* digits (mnist_uncond, mnist_cond): `core.metrics.evaluate_samples` (FD of the feature network's features to
+  as many held-out digits of the report split; before issue 13, of the reference classifier's features to all
+  held-out digits; the fraction classified with confidence >= 0.9, the entropy of the class histogram), next to
+  the real-vs-real FD floor at the same n. A class-conditional model is asked for the labels 0..9 in turn
   (n/10 of each) at guidance 1 (plain conditional), and additionally with DDIM-50 at guidance 1, 2, 3 and 5,
   where the table also gives the reference classifier's accuracy on the requested label;
 * 2D toy sets (toy_<name>): the sliced Wasserstein distance to held-out points and the mean distance from each
