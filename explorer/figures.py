@@ -325,6 +325,18 @@ def bucket_loss_figure(bucket_losses, num_timesteps: int) -> go.Figure:
     return fig
 
 
+def class_histogram_figure(counts) -> go.Figure:
+    """How many samples the reference classifier reads as each digit 0-9 (an even spread: every digit is drawn)."""
+    digits = [str(d) for d in range(len(counts))]
+    fig = go.Figure(
+        go.Bar(x=digits, y=list(counts), marker_color=PALETTE[0], hovertemplate="digit %{x}: %{y}<extra></extra>")
+    )
+    fig = styled(fig, "Which digits the samples are", "digit read by the classifier", "samples", height=360)
+    fig.update_layout(hovermode="closest")
+    fig.update_xaxes(type="category")
+    return fig
+
+
 def lr_figure(steps, lrs) -> go.Figure:
     """The learning rate per step: warm-up, then cosine decay."""
     fig = go.Figure(_line(steps, lrs, "learning rate", {"color": PALETTE[2], "width": 3}, "%{y:.3g}"))

@@ -155,7 +155,13 @@ def run_sampling(
     )
     generator = torch.Generator().manual_seed(seed + STEP_NOISE_OFFSET)
     trajectory = Trajectory(
-        settings.title, x_T.detach().float().cpu(), settings.steps, entry.is_points, entry.reference_points, schedule
+        settings.title,
+        x_T.detach().float().cpu(),
+        settings.steps,
+        entry.is_points,
+        entry.reference_points,
+        schedule,
+        dataset=entry.dataset_name,
     )
     steps = denoise(entry.model, sampler, x_T, settings.steps, y=labels, guidance_scale=guidance, generator=generator)
 

@@ -69,6 +69,7 @@ class Trajectory:
     is_points: bool
     reference: Tensor | None = None  # 2D models: the true data, drawn under the points
     schedule: NoiseSchedule | None = None  # the model's (for the alpha-bar figure)
+    dataset: str | None = None  # what the model was trained on (for scoring its samples)
     timesteps: list[int] = field(default_factory=list)  # every t the network was evaluated at, in order
     saved: list[int] = field(default_factory=list)  # step indices kept below
     x_t: list[np.ndarray] = field(default_factory=list)

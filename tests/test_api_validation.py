@@ -223,6 +223,7 @@ NO_PARAMETERS = {
     "/stop_training": ("Nothing to stop: no training run is going.", False),
     "/stop_sampling": ("Nothing to stop: no sampling run is going.", False),
     "/export_gif": ("Sample first: there is no run to turn into a GIF yet.", True),
+    "/score_samples": ("Sample first, and let the run finish: only finished samples can be scored.", True),
 }
 # Parameters the table need not cover: a checkbox has no bad value, and uploads are tests/test_upload_limits.py's.
 EXEMPT_TYPES = ("bool", "filepath")

@@ -164,6 +164,13 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
     page.screenshot(path=str(artifacts / "tab_sample.png"), full_page=True)
     page.locator("#sample-gif").click()
     page.locator("a[href*='.gif']").first.wait_for(timeout=60_000)
+    # score the run: a plain reading, the table against real digits, the histogram of the digits read
+    page.locator("#sample-score").click()
+    page.locator("#sample-score-text").get_by_text("samples of mnist5k").wait_for(timeout=30_000)
+    assert "real data (floor)" in page.locator("#sample-score-text").inner_text()
+    page.get_by_text("Which digits the samples are").wait_for(timeout=10_000)
+    page.locator("#sample-score").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "tab_sample_score.png"), full_page=True)
     # the model trained above is in this user's menu
     page.locator("#sample-model input").click()
     page.get_by_role("option", name="my model: mnist5k").first.wait_for(timeout=10_000)

@@ -3,6 +3,7 @@ training run ends with a downloadable checkpoint and a model in that user's menu
 compare, upload; bad values refused with a message."""
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -284,3 +285,31 @@ def test_training_on_an_uploaded_zip_of_pictures(registry, tmp_path):
         archive.writestr("one.png", b"not really a picture")
     with pytest.raises(gr.Error, match="at least 8"):
         run_training(registry, "gina", steps=2, dataset_label="My pictures (upload a .zip below)", upload=str(too_few))
+
+
+def test_score_these_samples_reads_digits_and_2d_points_against_their_floors(registry):
+    """ "Score these samples": the last finished run's samples scored on the compute worker, a plain reading and each
+    number beside its real-vs-real floor; digits also get the histogram of the digits read in them."""
+    tab, user = SampleTab(registry), FakeRequest("judy")
+    with pytest.raises(gr.Error, match="Sample first, and let the run finish"):
+        list(tab.score(user))
+    list(tab.sample(**sample_args(DEFAULT_MODEL, "DDIM", 20, 1.0, 0, 32, None, 1.0), request=user))
+    text, histogram = list(tab.score(user))[-1]
+    assert text.startswith("**") and "(32 samples of mnist5k)" in text
+    for row in ("| FD |", "| precision |", "| recall |", "| confident |"):
+        assert row in text
+    (bars,) = json.loads(histogram.value["plot"])["data"]  # what the page draws
+    assert histogram.visible and bars["x"] == [str(d) for d in range(10)] and sum(bars["y"]) == 32
+
+    list(tab.sample(**sample_args(PRETRAINED["toy_moons"], "DDIM", 20, 1.0, 0, 300, None, 1.0), request=user))
+    text, histogram = list(tab.score(user))[-1]
+    assert "(300 samples of moons)" in text and "| nearest-neighbour distance |" in text and "| sliced W2 |" in text
+    assert not histogram.visible
+
+    user_session = registry.session("judy")
+    user_session.trajectory.dataset = "fashion_mnist"  # a model of clothes: the metric's networks know only digits
+    with pytest.raises(gr.Error, match="Only the digit models and the 2D toy sets can be scored"):
+        list(tab.score(user))
+    user_session.trajectory.final = None  # a run stopped before its end
+    with pytest.raises(gr.Error, match="let the run finish"):
+        list(tab.score(user))

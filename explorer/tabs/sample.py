@@ -15,7 +15,7 @@ import gradio as gr
 from core.checkpoint import CheckpointError
 from core.checkpoint_archive import unpack_checkpoint
 from core.samplers import SamplingDefaults
-from explorer.figures import paths_figure, visited_timesteps_figure
+from explorer.figures import class_histogram_figure, paths_figure, visited_timesteps_figure
 from explorer.jobs import Job, run_job, throttled
 from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
 from explorer.sampling_run import (
@@ -28,6 +28,7 @@ from explorer.sampling_run import (
     check_request,
     sample_request,
 )
+from explorer.scoring import score, score_markdown
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
 from explorer.trajectory import Trajectory, step_pictures
 from explorer.widgets import explanation, file_box, pixel_picture, progress_html, session_key, whole_number
@@ -224,6 +225,29 @@ class SampleTab:
             raise gr.Error("Sample first: there is no run to turn into a GIF yet.")
         return str(trajectory.write_gif(session.new_path("trajectory", ".gif")))
 
+    def score(self, request: gr.Request | None = None) -> Iterator[tuple]:
+        """Callback of "Score these samples": the last finished run's samples scored on the compute worker (about
+        a second), yielding (the reading and its table, the class histogram or, for 2D sets, nothing)."""
+        session = self.user_session(request)
+        trajectory = session.trajectory
+        if trajectory is None or trajectory.final is None:
+            raise gr.Error("Sample first, and let the run finish: only finished samples can be scored.")
+
+        def work(job: Job) -> Iterator[tuple]:
+            scores = job.compute(lambda: score(trajectory.final, trajectory.dataset))
+            histogram = scores.get("class_histogram")
+            plot = gr.Plot(class_histogram_figure(histogram), visible=True) if histogram else gr.Plot(visible=False)
+            yield score_markdown(scores), plot
+
+        yield from run_job(
+            self.registry,
+            session,
+            "sampling",
+            work,
+            waiting=lambda text: (text, gr.update()),
+            expected_errors=(ValueError,),
+        )
+
     def stop(self, request: gr.Request | None = None) -> str:
         session = self.user_session(request)
         if self.registry.request_stop(session, "sampling"):
@@ -322,6 +346,13 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             with gr.Row():
                 gif_button = gr.Button("Make a GIF of this run", elem_id="sample-gif")
                 gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False, visible=False)
+            with gr.Row():
+                score_button = gr.Button("Score these samples", elem_id="sample-score")
+                explanation(
+                    "How close are they to real data? One sentence, then each number beside what real data scores."
+                )
+            score_text = gr.Markdown(elem_id="sample-score-text")
+            histogram = gr.Plot(label="The digits the reference classifier reads in the samples", visible=False)
 
     tab.model, tab.count, tab.start = model, count, start
     tab.controls = controls = {  # the order of the API's parameters; the names are SampleTab.checked_request's
@@ -356,5 +387,13 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
     )
     gif_button.click(tab.export_gif, None, gif, api_name="export_gif")
     gif.change(file_box, gif, gif, api_name=False, queue=False)
+    score_button.click(
+        tab.score,
+        None,
+        [score_text, histogram],
+        api_name="score_samples",
+        concurrency_id=HEAVY_GROUP,
+        concurrency_limit=HEAVY_CONCURRENCY,
+    )
     upload.upload(tab.upload_model, upload, [model, upload_note], api_name="upload_checkpoint")
     return tab
