@@ -141,12 +141,14 @@ def training_loss(
     y: Tensor | None = None,
     p_uncond: float = 0.0,
     weighting: str = "none",
+    min_snr_gamma: float = MIN_SNR_GAMMA,
     generator: torch.Generator | None = None,
 ) -> LossResult:
     """The simple DDPM loss (Ho et al. eq. 14) for any objective: draw t ~ U{0..T-1} and eps ~ N(0, I), noise x_0,
     and regress the network's output on the target. p_uncond replaces labels by the "no class" token with that
-    probability (classifier-free guidance training). Randomness comes only from `generator` (its device is used to
-    draw, then moved to x0's device, so a seed gives the same run on any device)."""
+    probability (classifier-free guidance training); weighting "min_snr" caps the SNR weight at min_snr_gamma.
+    Randomness comes only from `generator` (its device is used to draw, then moved to x0's device, so a seed gives
+    the same run on any device)."""
     check_objective(objective)
     if not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
@@ -166,6 +168,6 @@ def training_loss(
     target = training_target(schedule, x0, noise, t, objective)
     mse = (output.float() - target.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
     snr = schedule.at(schedule.snr, t, (batch,), dtype=torch.float32, device=x0.device)  # (B,)
-    weights = loss_weight(snr, objective, weighting).to(mse.dtype)
+    weights = loss_weight(snr, objective, weighting, min_snr_gamma).to(mse.dtype)
     per_sample = mse * weights
     return LossResult(per_sample.mean(), per_sample, t)

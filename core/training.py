@@ -36,9 +36,9 @@ from torch import nn
 from core.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from core.data import ImageDataset, dataset_kind, load_dataset
 from core.device import PRECISIONS, available_cores, pick_device, uses_bf16
-from core.diffusion import OBJECTIVES, WEIGHTINGS, training_loss
+from core.diffusion import MIN_SNR_GAMMA, OBJECTIVES, WEIGHTINGS, training_loss
 from core.samplers import SamplingDefaults
-from core.schedules import SCHEDULE_NAMES, make_schedule
+from core.schedules import SCHEDULE_NAMES, NoiseSchedule, make_schedule
 from core.toy import make_toy_mlp
 from core.toy_data import PointDataset
 from core.unet import PRESETS, make_unet
@@ -69,10 +69,15 @@ class TrainConfig:
     preset: str = "tiny"  # denoiser size: "tiny", "small" or "seed" (a U-Net preset, or the MLP's for points)
     class_conditional: bool = False
     p_uncond: float = 0.1  # label dropout for classifier-free guidance (conditional models only)
-    schedule: str = "cosine"
-    num_timesteps: int = 1000
+    schedule: str = "cosine"  # the noise schedule (core.schedules.make_schedule), with its parameters:
+    num_timesteps: int = 1000  # T, the number of noising steps
+    beta_start: float = 1e-4  # first beta (linear, sigmoid, scaled_linear)
+    beta_end: float = 0.02  # last beta (linear, sigmoid, scaled_linear)
+    cosine_s: float = 0.008  # cosine's offset s (Nichol & Dhariwal 2021)
+    zero_terminal_snr: bool = False  # rescale so alpha-bar is 0 at t = T-1 (Lin et al. 2023); x0 or v only
     objective: str = "x0"  # what the network predicts: "eps", "x0" or "v"
     weighting: str = "none"  # "min_snr": Hang et al. 2023 loss weighting
+    min_snr_gamma: float = MIN_SNR_GAMMA  # the min-SNR weight's cap gamma (weighting "min_snr" only)
     steps: int | None = 2000  # optimizer steps (an upper bound when time_budget is set)
     time_budget: float | None = None  # seconds of wall-clock training; None: run all steps
     batch_size: int = 64
@@ -95,6 +100,8 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Raise ValueError naming the first bad field, before any data loads or any network is built."""
+
         def positive_int(name: str, value: object, allow_none: bool = False) -> None:
             if value is None and allow_none:
                 return
@@ -107,6 +114,15 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        if isinstance(self.min_snr_gamma, bool) or not (0 < self.min_snr_gamma < math.inf):
+            raise ValueError(f"min_snr_gamma must be a positive number (Hang et al. use 5), got {self.min_snr_gamma!r}")
+        self.noise_schedule()  # bad schedule parameters -> ValueError saying which
+        if self.zero_terminal_snr and self.objective == "eps":
+            raise ValueError(
+                "eps prediction cannot be trained with zero terminal SNR: at t = T-1 alpha-bar is 0, so the sampler's "
+                "x0 = (x_t - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar) divides by zero and the model could never "
+                "start from pure noise; choose objective x0 or v (Lin et al. 2023 use v)"
+            )
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         dataset_kind(self.dataset)  # an unknown name -> ValueError listing the names
@@ -138,12 +154,28 @@ class TrainConfig:
             raise ValueError(f"seed must be in 0..2^63-1, got {self.seed!r}")
         self.sampling_defaults()
 
+    def noise_schedule(self) -> NoiseSchedule:
+        """The schedule this run trains with: `schedule` and its parameters through make_schedule."""
+        return make_schedule(
+            self.schedule,
+            self.num_timesteps,
+            beta_start=self.beta_start,
+            beta_end=self.beta_end,
+            cosine_s=self.cosine_s,
+            zero_terminal_snr=self.zero_terminal_snr,
+        )
+
     def sampling_defaults(self) -> SamplingDefaults:
-        """The sampler settings a checkpoint of this run records: its objective's, with those set here."""
+        """The sampler settings a checkpoint of this run records: its objective's, with those set here (a T below
+        the usual 50 DDIM steps records T steps)."""
         try:
-            return SamplingDefaults.for_objective(self.objective).override(
+            recorded = SamplingDefaults.for_objective(self.objective)
+            steps = self.sample_steps
+            if steps is None and self.sample_sampler in (None, recorded.sampler):
+                steps = min(recorded.steps, self.num_timesteps) if isinstance(self.num_timesteps, int) else None
+            return recorded.override(
                 sampler=self.sample_sampler,
-                steps=self.sample_steps,
+                steps=steps,
                 eta=self.sample_eta,
                 num_timesteps=self.num_timesteps,
             )
@@ -221,7 +253,7 @@ class Trainer:
             raise ValueError(f"dataset {self.data.name!r} has no labels; it cannot train a class-conditional model")
         self.train_tensor = self.data.tensor.to(self.device)  # (N, C, H, W) images or (N, D) points
         self.labels = self.data.labels.to(self.device) if self.data.labels is not None else None
-        self.schedule = make_schedule(config.schedule, config.num_timesteps)
+        self.schedule = config.noise_schedule()
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, the caller's global RNG untouched
             torch.manual_seed(config.seed)
             self.model: nn.Module = make_denoiser(config, self.data).to(self.device)
@@ -323,6 +355,7 @@ class Trainer:
                 y=y,
                 p_uncond=cfg.p_uncond if y is not None else 0.0,
                 weighting=cfg.weighting,
+                min_snr_gamma=cfg.min_snr_gamma,
                 generator=self.generator,
             )
         loss = float(result.loss.detach())

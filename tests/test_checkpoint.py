@@ -213,6 +213,13 @@ def test_sampling_defaults_round_trip(tmp_path):
     assert load_checkpoint(tmp_path).sampling_defaults == record
 
 
+def test_a_schedule_record_without_the_parameters_gets_todays_defaults(saved):
+    """A record with only the name and T (as older tools wrote it) rebuilds make_schedule's defaults exactly."""
+    rewrite_config(saved, lambda c: c.update({"schedule": {"name": "linear", "num_timesteps": 100}}))
+    schedule = load_checkpoint(saved).schedule
+    assert torch.equal(schedule.betas, make_schedule("linear", 100).betas) and not schedule.has_zero_terminal_snr
+
+
 @pytest.mark.parametrize(("objective", "eta"), [("x0", 1.0), ("eps", 0.0), ("v", 0.0)])
 def test_a_checkpoint_without_the_record_gets_its_objectives_defaults(saved, objective, eta):
     """Checkpoints saved before the record existed load, and sample with DDIM-50 (eta 1 for x0 prediction)."""

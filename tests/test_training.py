@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+from core.checkpoint import load_checkpoint, read_config
 from core.data import ImageDataset, load_dataset
 from core.device import native_bf16, pick_device, uses_bf16
+from core.schedules import make_schedule
 from core.training import TrainConfig, Trainer, TrainingDiverged, lr_at
 
 
@@ -77,6 +79,49 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_finite_weights(digits):
     assert trainer.step == 3
 
 
+@pytest.mark.parametrize(
+    ("schedule", "objective"), [("linear", "v"), ("cosine", "x0"), ("scaled_linear", "x0"), ("sigmoid", "v")]
+)
+def test_the_schedule_and_its_parameters_round_trip_through_the_checkpoint(digits, tmp_path, schedule, objective):
+    """Every schedule control reaches training, is recorded in config.json, and load_checkpoint rebuilds exactly
+    that schedule (the same float64 betas as make_schedule with those parameters)."""
+    params = dict(num_timesteps=37, beta_start=3e-4, beta_end=0.05, cosine_s=0.02, zero_terminal_snr=True)
+    config = quick_config(
+        steps=2, schedule=schedule, objective=objective, weighting="min_snr", min_snr_gamma=2.5, p_uncond=0.3, **params
+    )
+    trainer = Trainer(config, dataset=digits)
+    list(trainer.run())
+    trainer.save(tmp_path / "ckpt")
+    expected = make_schedule(schedule, **params)
+    assert read_config(tmp_path / "ckpt")["schedule"] == {"name": schedule, **params}
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert torch.equal(loaded.schedule.betas, expected.betas) and loaded.schedule.has_zero_terminal_snr
+    assert torch.equal(trainer.schedule.betas, expected.betas)
+    training = read_config(tmp_path / "ckpt")["training"]
+    assert (training["min_snr_gamma"], training["p_uncond"], training["weighting"]) == (2.5, 0.3, "min_snr")
+    assert TrainConfig.from_dict(training) == config
+
+
+def test_min_snr_gamma_reaches_the_loss(digits):
+    losses = {
+        gamma: [
+            r.loss
+            for r in Trainer(quick_config(steps=2, weighting="min_snr", min_snr_gamma=gamma), dataset=digits).run()
+        ]
+        for gamma in (1.0, 5.0)
+    }
+    assert losses[1.0] != losses[5.0]
+
+
+def test_eps_with_zero_terminal_snr_is_refused_before_any_data_loads(monkeypatch):
+    def no_data(config):
+        raise AssertionError("data loaded before the refusal")
+
+    monkeypatch.setattr("core.training.load_training_data", no_data)
+    with pytest.raises(ValueError, match=r"alpha-bar is 0.*divides by zero.*choose objective x0 or v"):
+        Trainer(quick_config(objective="eps", zero_terminal_snr=True))
+
+
 def test_class_conditional_needs_labels():
     unlabeled = ImageDataset("blank", torch.zeros(8, 1, 32, 32))
     with pytest.raises(ValueError, match="has no labels"):
@@ -107,6 +152,13 @@ def test_learning_rate_schedule_warms_up_then_decays():
         (dict(preset="huge"), "unknown preset"),
         (dict(ema_decay=1.0), "ema_decay"),
         (dict(precision="fp16"), "unknown precision"),
+        (dict(num_timesteps=1), "num_timesteps must be an integer >= 2"),
+        (dict(schedule="linear", beta_start=0.03, beta_end=0.02), "beta_start .* must be smaller than beta_end"),
+        (dict(schedule="linear", beta_end=1.5), r"beta_end must be in \(0, 1\)"),
+        (dict(cosine_s=0.0), r"cosine_s must be in \(0, 1\)"),
+        (dict(min_snr_gamma=0.0), "min_snr_gamma must be a positive number"),
+        (dict(weighting="min_snr", min_snr_gamma=float("nan")), "min_snr_gamma must be a positive number"),
+        (dict(objective="eps", zero_terminal_snr=True), "eps prediction cannot be trained with zero terminal SNR"),
     ],
 )
 def test_bad_config_is_refused(overrides, message):
