@@ -134,11 +134,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-lr-ratio", type=float, default=defaults.min_lr_ratio, help="the cosine decay ends at lr x this"
     )
     train.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
-    train.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULE_NAMES)
+    train.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULE_NAMES, help="the noise schedule")
+    train.add_argument(
+        "--num-timesteps", type=positive_int, default=defaults.num_timesteps, help="T, the number of noising steps"
+    )
+    train.add_argument(
+        "--beta-start", type=float, default=defaults.beta_start, help="first beta (linear, sigmoid, scaled_linear)"
+    )
+    train.add_argument(
+        "--beta-end", type=float, default=defaults.beta_end, help="last beta (linear, sigmoid, scaled_linear)"
+    )
+    train.add_argument("--cosine-s", type=float, default=defaults.cosine_s, help="cosine's offset s (0.008)")
+    train.add_argument(
+        "--zero-terminal-snr",
+        action="store_true",
+        help="rescale the schedule to end in pure noise (Lin et al. 2023); needs --objective x0 or v",
+    )
     train.add_argument("--objective", default=defaults.objective, choices=OBJECTIVES)
     train.add_argument("--weighting", default=defaults.weighting, choices=WEIGHTINGS)
+    train.add_argument(
+        "--min-snr-gamma",
+        type=positive_float,
+        default=defaults.min_snr_gamma,
+        help="the cap gamma of --weighting min_snr (Hang et al. 2023 use 5)",
+    )
     train.add_argument("--class-conditional", action="store_true", help="train with labels (for guidance)")
-    train.add_argument("--p-uncond", type=float, default=defaults.p_uncond, help="label dropout for CFG")
+    train.add_argument(
+        "--p-uncond",
+        type=float,
+        default=defaults.p_uncond,
+        help="label dropout for classifier-free guidance, 0..1 (with --class-conditional)",
+    )
     train.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
     train.add_argument(

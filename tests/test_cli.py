@@ -7,11 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from core.checkpoint import load_checkpoint
 from core.cli import build_parser, main, plan_sampling
 from core.samplers import DDIMSampler, DDPMSampler, SamplingDefaults
+from core.schedules import make_schedule
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +125,22 @@ def test_train_records_the_sampling_defaults_it_is_given(tmp_path):
     assert load_checkpoint(out).sampling_defaults == SamplingDefaults("ddim", 20, 0.0)  # eps: eta 0
 
 
+def test_every_schedule_flag_reaches_the_checkpoint(tmp_path):
+    out = tmp_path / "ztsnr"
+    flags = ["--schedule", "linear", "--num-timesteps", "40", "--beta-start", "2e-4", "--beta-end", "0.04"]
+    flags += ["--cosine-s", "0.01", "--zero-terminal-snr", "--objective", "v", "--weighting", "min_snr"]
+    flags += ["--min-snr-gamma", "3", "--class-conditional", "--p-uncond", "0.25"]
+    argv = ["train", "--dataset", "moons", "--steps", "2", "--device", "cpu", *flags, "--out", str(out)]
+    assert main(argv) == 0
+    checkpoint = load_checkpoint(out)
+    params = dict(num_timesteps=40, beta_start=2e-4, beta_end=0.04, cosine_s=0.01, zero_terminal_snr=True)
+    assert checkpoint.config["schedule"] == {"name": "linear", **params}
+    assert torch.equal(checkpoint.schedule.betas, make_schedule("linear", **params).betas)
+    training = checkpoint.config["training"]
+    assert (training["min_snr_gamma"], training["p_uncond"], training["weighting"]) == (3.0, 0.25, "min_snr")
+    assert checkpoint.sampling_defaults.steps == 40  # T below DDIM's usual 50: every step
+
+
 def plan(argv):
     parser = build_parser()
     return plan_sampling(parser.parse_args(["sample", *argv, "--out", "x.png"]), parser)
@@ -186,6 +204,16 @@ def test_resume_continues_the_step_count(trained, tmp_path):
         (["train", "--steps", "0", "--out", "x"], "expected a positive integer, got 0"),
         (["train", "--lr", "-1", "--out", "x"], "expected a positive finite number"),
         (["train", "--schedule", "quadratic", "--out", "x"], "invalid choice: 'quadratic'"),
+        (
+            ["train", "--objective", "eps", "--zero-terminal-snr", "--out", "x"],
+            "eps prediction cannot be trained with zero terminal SNR: at t = T-1 alpha-bar is 0",
+        ),
+        (["train", "--num-timesteps", "1", "--out", "x"], "num_timesteps must be an integer >= 2, got 1"),
+        (["train", "--num-timesteps", "0", "--out", "x"], "expected a positive integer, got 0"),
+        (["train", "--schedule", "linear", "--beta-end", "1.5", "--out", "x"], "beta_end must be in (0, 1), got 1.5"),
+        (["train", "--cosine-s", "2", "--out", "x"], "cosine_s must be in (0, 1)"),
+        (["train", "--min-snr-gamma", "0", "--out", "x"], "expected a positive finite number, got 0.0"),
+        (["train", "--p-uncond", "1.5", "--out", "x"], "p_uncond must be in [0, 1], got 1.5"),
         (["sample", "--checkpoint", "nowhere", "--out", "x.png"], "no config.json"),
         (["sample", "--checkpoint", "CKPT", "--out", "x.gif"], "must end in .png or .npz"),
         (["sample", "--checkpoint", "CKPT", "--label", "3", "--out", "x.png"], "needs a class-conditional"),
