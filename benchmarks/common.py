@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import platform
 import shlex
@@ -15,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from core.device import available_cores
 
@@ -133,84 +131,3 @@ def section_header(heading: str, machine: str, command: str, warning: str | None
         f"Command: `{command}`",
         "",
     ]
-
-
-CHART_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-
-
-def line_chart(
-    series: Mapping[str, Sequence[tuple[float, float]]],
-    path: Path,
-    *,
-    title: str,
-    x_label: str,
-    log_x: bool = False,
-    reference: tuple[str, float] | None = None,
-) -> Path:
-    """A PNG line chart drawn with PIL (no plotting library needed): one line with dots per series, y on a log
-    scale with decade grid lines, x linear from 0 or logarithmic, an optional dashed horizontal reference line."""
-    width, height, left, right, top, bottom = 900, 560, 80, 230, 40, 60
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    values = [y for points in series.values() for _, y in points if y > 0] + ([reference[1]] if reference else [])
-    y_low = 10 ** math.floor(math.log10(min(values)))
-    y_high = 10 ** math.ceil(math.log10(max(values)))
-    if y_high <= y_low:
-        y_high = y_low * 10
-    xs = [x for points in series.values() for x, _ in points]
-    if log_x:
-        x_low, x_high = 10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs)))
-    else:
-        x_low, x_high = 0.0, (max(xs) * 1.05) or 1.0
-
-    def x_fraction(x: float) -> float:
-        if log_x:
-            return (math.log10(x) - math.log10(x_low)) / (math.log10(x_high) - math.log10(x_low))
-        return (x - x_low) / (x_high - x_low)
-
-    def to_xy(x: float, y: float) -> tuple[float, float]:
-        fraction = (math.log10(max(y, y_low)) - math.log10(y_low)) / (math.log10(y_high) - math.log10(y_low))
-        return left + x_fraction(x) * (width - left - right), height - bottom - fraction * (height - top - bottom)
-
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    decade = y_low
-    while decade <= y_high * 1.001:
-        for multiple in range(1, 10):
-            value = decade * multiple
-            if value > y_high * 1.001:
-                break
-            _, y = to_xy(x_low, value)
-            draw.line([left, y, width - right, y], fill=(225, 225, 225) if multiple > 1 else (170, 170, 170))
-            if multiple in (1, 2, 5):
-                draw.text((left - 8, y), f"{value:g}", fill="black", font=font, anchor="rm")
-        decade *= 10
-    ticks = sorted(set(xs)) if log_x else [x_low + (x_high - x_low) * i / 5 for i in range(6)]
-    for tick in ticks:
-        x, _ = to_xy(tick, y_low)
-        draw.line([x, height - bottom, x, height - bottom + 5], fill="black")
-        draw.text((x, height - bottom + 8), f"{tick:.0f}", fill="black", font=font, anchor="mt")
-    draw.text(((left + width - right) / 2, height - 20), x_label, fill="black", font=font, anchor="mm")
-    draw.text((left, 15), title, fill="black", font=font, anchor="lm")
-    legend_y = top + 5
-    if reference:
-        label, value = reference
-        _, y = to_xy(x_low, value)
-        for x in range(left, width - right, 12):
-            draw.line([x, y, x + 6, y], fill=(100, 100, 100), width=2)
-        draw.line([width - right + 15, legend_y + 6, width - right + 40, legend_y + 6], fill=(100, 100, 100), width=2)
-        draw.text((width - right + 48, legend_y + 6), label, fill="black", font=font, anchor="lm")
-        legend_y += 20
-    for index, (label, points) in enumerate(series.items()):
-        color = CHART_COLORS[index % len(CHART_COLORS)]
-        xy = [to_xy(x, y) for x, y in points]
-        if len(xy) > 1:
-            draw.line(xy, fill=color, width=3)
-        for x, y in xy:
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
-        draw.line([width - right + 15, legend_y + 6, width - right + 40, legend_y + 6], fill=color, width=3)
-        draw.text((width - right + 48, legend_y + 6), label, fill="black", font=font, anchor="lm")
-        legend_y += 20
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path

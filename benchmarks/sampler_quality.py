@@ -36,13 +36,13 @@ from common import (
     RESULTS_PATH,
     busy_warning,
     command_line,
-    line_chart,
     machine_description,
     section_header,
     write_section,
 )
 from torch import Tensor
 
+from core.charts import line_chart
 from core.checkpoint import Checkpoint, load_checkpoint
 from core.device import available_cores
 from core.imaging import save_images

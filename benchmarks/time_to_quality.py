@@ -81,13 +81,13 @@ from common import (
     RESULTS_PATH,
     busy_warning,
     command_line,
-    line_chart,
     machine_description,
     section_header,
     write_section,
 )
 from torch import Tensor
 
+from core.charts import line_chart
 from core.data import load_dataset
 from core.device import available_cores
 from core.imaging import save_images
