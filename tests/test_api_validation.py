@@ -176,6 +176,34 @@ CASES = [
     case("/train", not_a_choice("nope"), TRAIN, objective="nope"),
     case("/train", not_a_choice("nope"), TRAIN, length_unit="nope"),
     case("/train", says("Upload a .zip of at least 8 pictures first"), TRAIN, dataset_label=MY_PICTURES),
+    # Train's Advanced group (appended parameters, each with a default)
+    case("/train", below(5, 10), TRAIN, num_timesteps=5),
+    case("/train", above(5000, 4000), TRAIN, num_timesteps=5000),
+    case("/train", says("T must be a whole number from 10 to 4000, got 100.5"), TRAIN, num_timesteps=100.5),
+    case("/train", below(0, "1e-06"), TRAIN, beta_start=0),
+    case("/train", above(0.6, 0.5), TRAIN, beta_start=0.6),
+    case(
+        "/train",
+        says("beta_start (0.03) must be smaller than beta_end (0.02)"),
+        TRAIN,
+        schedule="linear",
+        beta_start=0.03,
+        beta_end=0.02,
+    ),
+    case("/train", above(5, 0.999), TRAIN, beta_end=5),
+    case("/train", below(0, "1e-05"), TRAIN, cosine_s=0),
+    case("/train", not_a_choice("nope"), TRAIN, weighting="nope"),
+    case("/train", below(0, 0.1), TRAIN, min_snr_gamma=0),
+    case("/train", above(1000, "100.0"), TRAIN, min_snr_gamma=1000),
+    case("/train", above(1.5, 1), TRAIN, p_uncond=1.5),
+    case("/train", below(-0.1, 0), TRAIN, p_uncond=-0.1),
+    case(
+        "/train",
+        says("eps prediction cannot be trained with zero terminal SNR: at t = T-1 alpha-bar is 0"),
+        TRAIN,
+        objective="eps",
+        zero_terminal_snr=True,
+    ),
     # Sample
     case("/describe_model", says("unknown model 'nope'; choose one of: Digits (pretrained)"), name="nope"),
     case("/sample", says("unknown model 'nope'; choose one of: Digits (pretrained)"), SAMPLE, model="nope"),
@@ -266,6 +294,30 @@ def test_the_table_gives_every_parameter_a_bad_value(endpoints):
     assert untested == []
 
 
+def test_train_keeps_its_parameters_in_order_and_appends_the_advanced_ones_with_defaults(endpoints):
+    """Scripts written before the Advanced group still call /train (positionally or by name): gradio_client fills
+    an omitted parameter with its default."""
+    parameters = endpoints["/train"]["parameters"]
+    names = [p["parameter_name"] for p in parameters]
+    assert names[:12] == [
+        *("dataset_label", "upload", "preset_label", "schedule", "objective", "length_unit", "length"),
+        *("batch_size", "lr", "ema_decay", "seed", "class_conditional"),
+    ]
+    advanced = ["num_timesteps", "beta_start", "beta_end", "cosine_s", "zero_terminal_snr", "weighting"]
+    assert names[12:] == [*advanced, "min_snr_gamma", "p_uncond"]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in parameters[12:] if p["parameter_has_default"]}
+    assert defaults == {
+        "num_timesteps": 1000,
+        "beta_start": 1e-4,
+        "beta_end": 0.02,
+        "cosine_s": 0.008,
+        "zero_terminal_snr": False,
+        "weighting": "none",
+        "min_snr_gamma": 5.0,
+        "p_uncond": 0.1,
+    }
+
+
 @pytest.mark.parametrize("endpoint", sorted(NO_PARAMETERS))
 def test_an_endpoint_without_parameters_answers_when_nothing_is_running(app_url, endpoints, endpoint):
     assert endpoints[endpoint]["parameters"] == []
@@ -337,6 +389,8 @@ RAW_CASES = [
     case("/train", r"batch size must be a (finite|whole) number", TRAIN, batch_size=NAN),
     case("/train", rf"seed must be a (finite|whole) number|{above('inf', MAX_SEED)}", TRAIN, seed=INF),
     case("/train", NOT_A_FLOAT, TRAIN, lr="abc"),
+    case("/train", says("T must be a whole number from 10 to 4000, got nan"), TRAIN, num_timesteps=NAN),
+    case("/train", says("min-SNR gamma must be a number in [0.1, 100], got nan"), TRAIN, min_snr_gamma=NAN),
     case("/forward_step", says("t must be a whole number from 0 to 999, got nan"), FORWARD, t=NAN),
     case("/forward_step", rf"t must be a whole number|{above('inf', 999)}", FORWARD, t=INF),
     case("/forward_step", r"the seed must be a (finite|whole) number", FORWARD, seed=NAN),

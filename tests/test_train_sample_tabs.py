@@ -133,11 +133,41 @@ def test_first_update_comes_at_once_and_the_second_job_is_refused(registry):
         ({"objective": "score"}, "unknown objective"),
         ({"schedule": "exp"}, "unknown schedule"),
         ({"dataset_label": "My pictures (upload a .zip below)"}, "Upload a .zip"),
+        ({"num_timesteps": 5}, "T must be a whole number from 10 to 4000, got 5"),
+        ({"num_timesteps": 100.5}, "T must be a whole number from 10 to 4000, got 100.5"),
+        ({"beta_start": 0}, r"beta_start must be a number in \[1e-06, 0.5\]"),
+        ({"schedule": "linear", "beta_start": 0.03, "beta_end": 0.02}, r"beta_start \(0.03\) must be smaller"),
+        ({"cosine_s": 0.9}, r"cosine s must be a number in \[1e-05, 0.5\]"),
+        ({"weighting": "snr"}, "unknown loss weighting 'snr'; choose one of none, min_snr"),
+        ({"min_snr_gamma": 0}, r"min-SNR gamma must be a number in \[0.1, 100\]"),
+        ({"p_uncond": 1.5}, r"label dropout must be a number in \[0, 1\]"),
+        (
+            {"objective": "eps", "zero_terminal_snr": True},
+            r"eps prediction cannot be trained with zero terminal SNR: at t = T-1 alpha-bar is 0.*choose objective x0",
+        ),
     ],
 )
 def test_bad_training_settings_are_refused(change, message):
     with pytest.raises(gr.Error, match=message):
         training_config(**train_args(**change))
+
+
+def test_the_advanced_controls_reach_the_train_config():
+    advanced = dict(num_timesteps=250, beta_start=2e-4, beta_end=0.03, cosine_s=0.02, zero_terminal_snr=True)
+    loss = dict(weighting="min_snr", min_snr_gamma=2.0, p_uncond=0.2)
+    config = training_config(**train_args(schedule="sigmoid", objective="v", **advanced, **loss))
+    assert {k: getattr(config, k) for k in [*advanced, *loss]} == {**advanced, **loss}
+    assert config.noise_schedule().params == {"name": "sigmoid", **advanced}
+    defaults = training_config(**train_args())  # a call without them (an older script) gets TrainConfig's defaults
+    assert defaults.noise_schedule().params == train_page.TrainConfig(schedule="cosine").noise_schedule().params
+    assert (defaults.weighting, defaults.min_snr_gamma, defaults.p_uncond) == ("none", 5.0, 0.1)
+
+
+def test_eps_with_zero_terminal_snr_is_refused_before_a_run_starts(registry):
+    run = TrainTab(registry).start(**train_args(objective="eps", zero_terminal_snr=True), request=FakeRequest("a"))
+    with pytest.raises(gr.Error, match="divides by zero"):
+        next(run)
+    assert TrainTab(registry).stop(FakeRequest("a")).startswith("Nothing to stop")
 
 
 def test_2d_datasets_switch_to_their_recipe():

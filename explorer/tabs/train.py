@@ -2,10 +2,11 @@
 
 Pick a dataset (the bundled digits by default, 2D toy sets, torchvision sets when the network allows, or your own
 pictures as a zip), a network size, schedule, objective, length, batch, learning rate, EMA, seed and class
-conditioning; press Start. While it runs the page shows the loss (raw and smoothed), the loss by timestep bucket,
-the learning rate, the device, images/s and time to go, and a preview sampled every few seconds from one fixed
-noise seed. When it ends (or Stop is pressed) the checkpoint can be downloaded as a zip, and the model appears in
-the Sample tab for this user only.
+conditioning, and in "Advanced" the schedule's parameters and the loss's weighting (explorer.train_advanced; the
+Schedules tab's "Train with this schedule" fills them in); press Start. While it runs the page shows the loss (raw
+and smoothed), the loss by timestep bucket, the learning rate, the device, images/s and time to go, and a preview
+sampled every few seconds from one fixed noise seed. When it ends (or Stop is pressed) the checkpoint can be
+downloaded as a zip, and the model appears in the Sample tab for this user only.
 
 `TrainTab` holds the callbacks (plain generator methods of their inputs, validated with gr.Error, the same from the
 page, from gradio_client and from tests); the run itself is explorer.training_run.train_live.
@@ -27,6 +28,7 @@ from explorer.figures import bucket_loss_figure, loss_figure, lr_figure
 from explorer.jobs import Job, run_job
 from explorer.models import load_entry
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
+from explorer.train_advanced import advanced_group, advanced_settings
 from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
 from explorer.widgets import bounded_number, explanation, file_box, pixel_picture, session_key, whole_number
 
@@ -76,9 +78,12 @@ def training_config(
     ema_decay: float,
     seed: float,
     class_conditional: bool,
+    **advanced: object,
 ) -> TrainConfig:
-    """The page's controls (by the names `build_tab` gives them) as a checked TrainConfig, or gr.Error naming the
-    bad control. The one place that turns the Train tab's values into a config."""
+    """The page's controls (by the names `build_tab` gives them; `advanced`: the Advanced group's, see
+    explorer.train_advanced.advanced_settings, each with its default) as a checked TrainConfig, or gr.Error naming
+    the bad control or the combination that cannot be sampled. The one place that turns the Train tab's values into
+    a config."""
     if dataset_label not in DATASETS:
         raise gr.Error(f"unknown dataset {dataset_label!r}; choose one from the menu")
     if preset_label not in PRESETS:
@@ -96,7 +101,7 @@ def training_config(
         steps, budget = None, float(whole_number("training seconds", length, 1, MAX_SECONDS))
     else:
         steps, budget = whole_number("training steps", length, 1, MAX_STEPS), None
-    return TrainConfig(
+    config = TrainConfig(
         dataset=name,
         data_path=upload if name == "folder" else None,
         preset=PRESETS[preset_label],
@@ -109,7 +114,13 @@ def training_config(
         ema_decay=bounded_number("EMA decay", ema_decay, 0.0, 0.9999),
         seed=whole_number("seed", seed, 0, MAX_SEED),
         class_conditional=bool(class_conditional),
+        **advanced_settings(**advanced),
     )
+    try:
+        config.validate()  # e.g. beta_start above beta_end, or eps prediction with zero terminal SNR
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    return config
 
 
 def dataset_defaults(dataset_label: str) -> tuple:
@@ -266,6 +277,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                 label="Class-conditional (for guidance)",
                 info="Also tell the model which class each picture is, so you can ask for one later.",
             )
+            tab.advanced, advanced = advanced_group()
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="train-start")
                 stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -301,7 +313,11 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
         "ema_decay": ema,
         "seed": seed,
         "class_conditional": conditional,
+        **advanced,  # appended, each with a default, so scripts written before them still call /train
     }
+    # what the Schedules tab's "Train with this schedule" sets (wired in explorer.app)
+    carried = ("num_timesteps", "beta_start", "beta_end", "cosine_s", "zero_terminal_snr")
+    tab.schedule_controls = {"schedule": schedule, "objective": objective, **{k: advanced[k] for k in carried}}
     tab.start_event = start.click(
         tab.start,
         inputs_kwargs=controls,
