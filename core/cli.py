@@ -1,8 +1,9 @@
-"""Command line: `python -m core train|sample|evaluate` (also installed as the `ddpm` console script).
+"""Command line: `python -m core train|sample|evaluate|experiment` (also installed as the `ddpm` console script).
 
 python -m core train --dataset mnist5k --preset tiny --steps 2000 --out runs/tiny
 python -m core sample --checkpoint runs/tiny --n 64 --sampler ddim --steps 50 --out samples.png
 python -m core evaluate --checkpoint runs/tiny --n 1000 --sampler ddim --steps 50   # metrics as JSON on stdout
+python -m core experiment --vary objective=eps,x0 --time-budget 30 --n 256 --out runs/objectives
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -20,75 +20,19 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from core.data import DATASET_NAMES
-from core.device import PRECISIONS, pick_device
-from core.diffusion import OBJECTIVES, WEIGHTINGS
+from core.cli_arguments import (
+    MAX_SAMPLES,
+    add_sampling_arguments,
+    add_training_arguments,
+    positive_int,
+)
+from core.device import pick_device
+from core.experiment import EXPERIMENT_FILE, FIGURE_FILE, VARIABLE_FIELDS, parse_vary, plan_runs, run_experiment
 from core.imaging import save_images, save_points
 from core.metrics import DIGIT_DATASETS, REFERENCE_SPLITS, score_samples
 from core.progress import format_seconds, progress_bar
-from core.samplers import SAMPLERS, SPACINGS, Sampler, SamplingDefaults, denoise, draw_noise, make_sampler
-from core.schedules import SCHEDULE_NAMES
+from core.samplers import SAMPLERS, Sampler, SamplingDefaults, denoise, draw_noise, make_sampler
 from core.training import TrainConfig, Trainer, TrainingDiverged
-from core.unet import PRESETS
-
-MAX_SAMPLES = 1024
-
-
-def number_type(kind: type, description: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
-    """An argparse `type=` that parses `kind` and refuses values failing `accept`, naming what was expected."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {description}, got {value}")
-        return value
-
-    parse.__name__ = description
-    return parse
-
-
-positive_int = number_type(int, "a positive integer", lambda v: v >= 1)
-non_negative_int = number_type(int, "an integer >= 0", lambda v: v >= 0)
-positive_float = number_type(float, "a positive finite number", lambda v: 0 < v < float("inf"))
-
-
-def add_sampling_arguments(command: argparse.ArgumentParser, n_default: int) -> None:
-    """The options `sample` and `evaluate` share: the checkpoint, how many images, the sampler and its seed."""
-    command.add_argument("--checkpoint", type=Path, required=True)
-    command.add_argument("--n", type=positive_int, default=n_default, help=f"number of images (at most {MAX_SAMPLES})")
-    command.add_argument(
-        "--sampler",
-        default=None,
-        choices=tuple(SAMPLERS),
-        help="default: the checkpoint's (config.json sampling_defaults; ddim for one that records none)",
-    )
-    command.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        help="model calls (default: the checkpoint's; with another --sampler than its, 50 DDIM, T DDPM)",
-    )
-    command.add_argument(
-        "--eta",
-        type=float,
-        default=None,
-        help="DDIM noise, 0 deterministic to 1 DDPM-like (default: the checkpoint's; the shipped models: 1)",
-    )
-    command.add_argument("--spacing", default="leading", choices=SPACINGS)
-    command.add_argument(
-        "--clip-x0",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clamp the predicted clean image to [-1, 1] at each step",
-    )
-    command.add_argument("--seed", type=non_negative_int, default=0)
-    command.add_argument("--label", type=non_negative_int, default=None, help="class to draw (conditional models)")
-    command.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
-    command.add_argument("--device", default="auto")
-    command.add_argument("--batch-size", type=positive_int, default=256, help="images per network call")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,86 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model and save a checkpoint folder")
-    defaults = TrainConfig()
-    train.add_argument(
-        "--dataset",
-        default=defaults.dataset,
-        choices=DATASET_NAMES,
-        help="images: mnist5k (bundled), mnist, fashion_mnist, cifar10 (downloaded once; cache: $DDPM_EXPLORER_DATA "
-        "or ~/.cache/ddpm-explorer/datasets), folder (--data-path); 2D points: moons, swiss_roll, eight_gaussians, "
-        "checkerboard, spiral",
-    )
-    train.add_argument(
-        "--data-path", default=None, help="for --dataset folder: a folder or .zip of at least 8 pictures"
-    )
-    train.add_argument(
-        "--channels", type=int, choices=(1, 3), default=None, help="for --dataset folder (default: from the pictures)"
-    )
-    train.add_argument(
-        "--preset", default=defaults.preset, choices=tuple(PRESETS), help="model size (U-Net, or MLP for points)"
-    )
-    train.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=defaults.image_size,
-        help="side in pixels (default: the dataset's own, 28 for digits, 32 for CIFAR-10 and own pictures)",
-    )
-    train.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        help=f"optimizer steps (default {defaults.steps}, or unlimited with --time-budget)",
-    )
-    train.add_argument("--time-budget", type=positive_float, default=None, help="seconds of training")
-    train.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    train.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate")
-    train.add_argument("--warmup-steps", type=non_negative_int, default=defaults.warmup_steps)
-    train.add_argument(
-        "--min-lr-ratio", type=float, default=defaults.min_lr_ratio, help="the cosine decay ends at lr x this"
-    )
-    train.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
-    train.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULE_NAMES, help="the noise schedule")
-    train.add_argument(
-        "--num-timesteps", type=positive_int, default=defaults.num_timesteps, help="T, the number of noising steps"
-    )
-    train.add_argument(
-        "--beta-start", type=float, default=defaults.beta_start, help="first beta (linear, sigmoid, scaled_linear)"
-    )
-    train.add_argument(
-        "--beta-end", type=float, default=defaults.beta_end, help="last beta (linear, sigmoid, scaled_linear)"
-    )
-    train.add_argument("--cosine-s", type=float, default=defaults.cosine_s, help="cosine's offset s (0.008)")
-    train.add_argument(
-        "--zero-terminal-snr",
-        action="store_true",
-        help="rescale the schedule to end in pure noise (Lin et al. 2023); needs --objective x0 or v",
-    )
-    train.add_argument("--objective", default=defaults.objective, choices=OBJECTIVES)
-    train.add_argument("--weighting", default=defaults.weighting, choices=WEIGHTINGS)
-    train.add_argument(
-        "--min-snr-gamma",
-        type=positive_float,
-        default=defaults.min_snr_gamma,
-        help="the cap gamma of --weighting min_snr (Hang et al. 2023 use 5)",
-    )
-    train.add_argument("--class-conditional", action="store_true", help="train with labels (for guidance)")
-    train.add_argument(
-        "--p-uncond",
-        type=float,
-        default=defaults.p_uncond,
-        help="label dropout for classifier-free guidance, 0..1 (with --class-conditional)",
-    )
-    train.add_argument("--seed", type=non_negative_int, default=defaults.seed)
-    train.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    train.add_argument(
-        "--num-threads", type=positive_int, default=None, help="CPU threads (default: one per available core)"
-    )
-    train.add_argument(
-        "--precision",
-        default=defaults.precision,
-        choices=PRECISIONS,
-        help="auto: bf16 autocast where the hardware runs it natively (CUDA, CPUs with bf16 units), else fp32",
-    )
+    add_training_arguments(train)
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     train.add_argument(
         "--no-training-state",
@@ -234,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REFERENCE_SPLITS,
         help="digits: the held-out digits to compare with (report: for numbers you report; tune: for choosing)",
     )
+    experiment = commands.add_parser(
+        "experiment",
+        help="train one run per combination of --vary values and compare them (core/experiment.py)",
+        description="Train one run per combination of the --vary values, each with the same budget and the other "
+        "flags as given, then sample --n from one fixed x_T and score them. Writes OUT/<run>/ (the checkpoint and "
+        "samples.npz), OUT/experiment.json and OUT/experiment.png. Every run is checked before the first trains.",
+    )
+    add_training_arguments(experiment)
+    experiment.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="FIELD=A,B",
+        help=f"a setting and its values, e.g. objective=eps,x0 (repeat for more); fields: {', '.join(VARIABLE_FIELDS)}",
+    )
+    experiment.add_argument("--n", type=positive_int, default=256, help=f"samples per run (at most {MAX_SAMPLES})")
+    experiment.add_argument("--out", type=Path, required=True, help="the experiment's folder")
     return parser
 
 
@@ -422,6 +304,25 @@ def summary_line(scores: dict) -> str:
     return f"n = {scores['n']}: " + ", ".join(parts) + f": {scores['reading']}"
 
 
+def run_experiment_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Plan every run (refusing bad --vary values before any training), run them, print where the records are."""
+    if args.n > MAX_SAMPLES:
+        parser.error(f"--n must be at most {MAX_SAMPLES}, got {args.n}")
+    steps = args.steps if args.steps is not None else (None if args.time_budget else TrainConfig().steps)
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    try:
+        runs = plan_runs(TrainConfig(**{**given, "steps": steps}), parse_vary(args.vary))
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"{len(runs)} runs: {', '.join(run.name for run in runs)}", file=sys.stderr)
+    report = run_experiment(runs, n=args.n, out=args.out, seed=args.seed)
+    for run in report["runs"]:
+        reading = run["metrics"]["reading"] if run["metrics"] else "no metric for this data"
+        print(f"{run['name']}: {run['steps']} steps, last loss {run['loss'][-1]:.4f}; {reading}", file=sys.stderr)
+    print(f"wrote {args.out / EXPERIMENT_FILE} and {args.out / FIGURE_FILE}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
@@ -430,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_train(args, parser)
     if args.command == "evaluate":
         return run_evaluate(args, parser)
+    if args.command == "experiment":
+        return run_experiment_command(args, parser)
     return run_sample(args, parser)
 
 

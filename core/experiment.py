@@ -1,0 +1,242 @@
+"""Experiments: train one run per combination of varied settings, each for the same budget, and compare them.
+
+An experiment varies fields of core.training.TrainConfig ("objective=eps,x0", "schedule=linear,cosine"): every
+combination becomes a run, and every run is checked (`TrainConfig.validate`) before the first one trains, so a typo
+never costs the runs before it. Each run trains, is saved as a checkpoint, draws `n` samples from one fixed x_T with
+the sampler settings its checkpoint records, and is scored by core.metrics.score_samples when its data has a
+metric. The record of all runs is `experiment.json`; `experiment.png` puts the loss curves on one log axis, the
+runs' quality and their sample grids side by side. `python -m core experiment` runs one; the app's Experiments view
+reads the same records.
+
+    vary = parse_vary(["objective=eps,x0"])
+    runs = plan_runs(TrainConfig(time_budget=30, steps=None), vary)
+    report = run_experiment(runs, n=256, out="runs/objectives")   # DIR/<run>/, experiment.json, experiment.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from core.charts import draw_line_chart
+from core.checkpoint import load_checkpoint
+from core.data import dataset_kind
+from core.imaging import make_grid, points_to_image, save_images, save_points, to_pil, to_uint8
+from core.metrics import DIGIT_DATASETS, score_samples
+from core.samplers import draw_noise, make_sampler, sample
+from core.training import TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_FILE = "experiment.json"
+FIGURE_FILE = "experiment.png"
+SAMPLES_FILE = "samples.npz"
+MAX_RUNS = 16  # combinations one experiment may train
+GRID_IMAGES = 16  # samples shown per run in the figure
+TRUE, FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in TRUE:
+        return True
+    if text.lower() in FALSE:
+        return False
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+# the TrainConfig fields an experiment may vary, with how a value is read from the command line
+VARIABLE_FIELDS: dict[str, Callable[[str], object]] = {
+    "schedule": str,
+    "num_timesteps": int,
+    "beta_start": float,
+    "beta_end": float,
+    "cosine_s": float,
+    "zero_terminal_snr": _parse_bool,
+    "objective": str,
+    "weighting": str,
+    "min_snr_gamma": float,
+    "p_uncond": float,
+    "preset": str,
+    "image_size": int,
+    "batch_size": int,
+    "lr": float,
+    "ema_decay": float,
+    "warmup_steps": int,
+    "min_lr_ratio": float,
+    "grad_clip": float,
+    "weight_decay": float,
+    "precision": str,
+    "seed": int,
+}
+
+
+def parse_vary(specs: Sequence[str]) -> dict[str, list]:
+    """`["field=v1,v2", ...]` as {field: [values]} in the given order; ValueError for an unknown field (naming the
+    allowed ones), a repeated field, an empty or unreadable value."""
+    vary: dict[str, list] = {}
+    for spec in specs:
+        field, sep, values = spec.partition("=")
+        field = field.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ValueError(f"--vary needs FIELD=VALUE[,VALUE...], got {spec!r}")
+        if field not in VARIABLE_FIELDS:
+            raise ValueError(f"--vary: unknown field {field!r}; choose from {', '.join(VARIABLE_FIELDS)}")
+        if field in vary:
+            raise ValueError(f"--vary: {field} is given twice; list all its values once: {field}=A,B")
+        parsed = []
+        for text in (v.strip() for v in values.split(",")):
+            try:
+                parsed.append(VARIABLE_FIELDS[field](text))
+            except ValueError:
+                raise ValueError(f"--vary: {field} cannot be {text!r}") from None
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"--vary: {field} lists a value twice: {values!r}")
+        vary[field] = parsed
+    return vary
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One combination: its name (a folder name), its label (what differs, for legends) and its config."""
+
+    name: str
+    label: str
+    config: TrainConfig
+
+
+def plan_runs(base: TrainConfig, vary: dict[str, list]) -> list[PlannedRun]:
+    """Every combination of the varied values on top of `base`, each validated before anything trains (ValueError
+    naming the run and what is wrong)."""
+    if not vary:
+        raise ValueError("an experiment varies at least one field (--vary FIELD=A,B)")
+    combinations = list(itertools.product(*vary.values()))
+    if len(combinations) > MAX_RUNS:
+        raise ValueError(f"{len(combinations)} runs; an experiment trains at most {MAX_RUNS}")
+    runs = []
+    for values in combinations:
+        changes = dict(zip(vary, values, strict=True))
+        name = "_".join(f"{field}-{value}" for field, value in changes.items())
+        label = ", ".join(
+            f"{value}" if isinstance(value, str) else f"{field} {value}" for field, value in changes.items()
+        )
+        config = dataclasses.replace(base, **changes)
+        try:
+            config.validate()
+        except ValueError as error:
+            raise ValueError(f"run {name}: {error}") from None
+        runs.append(PlannedRun(name, label, config))
+    return runs
+
+
+def draw_from_checkpoint(folder: Path, n: int, seed: int) -> torch.Tensor:
+    """n samples from the checkpoint in `folder`, with the sampler settings it records, from x_T drawn with
+    `seed` (the same x_T for every run of the same shape)."""
+    checkpoint = load_checkpoint(folder)
+    settings = checkpoint.sampling_defaults
+    sampler = make_sampler(
+        settings.sampler, checkpoint.schedule, eta=settings.eta, objective=checkpoint.objective, clip_x0=True
+    )
+    generator = torch.Generator().manual_seed(seed)
+    x_T = draw_noise((n, *checkpoint.sample_shape), generator, "cpu", torch.float32)
+    with torch.no_grad():
+        return sample(checkpoint.sampling_model.eval(), sampler, x_T, settings.steps, generator=generator).cpu()
+
+
+def run_one(run: PlannedRun, n: int, out: Path, seed: int) -> dict:
+    """Train, save, sample and score one run; returns its record for experiment.json."""
+    folder = out / run.name
+    trainer = Trainer(run.config)
+    losses: list[float] = []
+    buckets: list = []
+    seconds = 0.0
+    for record in trainer.run():
+        losses.append(record.loss)
+        buckets, seconds = record.bucket_losses, record.elapsed
+    trainer.save(folder, with_training_state=False)
+    samples = draw_from_checkpoint(folder, n, seed)
+    if samples.ndim == 2:
+        save_points(samples, folder / SAMPLES_FILE)
+    else:
+        save_images(samples, folder / SAMPLES_FILE)
+    dataset = run.config.dataset
+    scorable = dataset_kind(dataset) == "points" or dataset in DIGIT_DATASETS
+    metrics = score_samples(samples, dataset) if scorable and n >= 2 else None
+    log.info("%s: %d steps, last loss %.4f%s", run.name, trainer.step, losses[-1] if losses else float("nan"),
+             f", {metrics['reading']}" if metrics else "")  # fmt: skip
+    return {
+        "name": run.name,
+        "label": run.label,
+        "config": dataclasses.asdict(run.config),
+        "steps": trainer.step,
+        "seconds": seconds,
+        "loss": losses,
+        "loss_by_timestep": buckets,
+        "metrics": metrics,
+        "samples": f"{run.name}/{SAMPLES_FILE}",
+        "_samples": samples,
+    }
+
+
+def run_experiment(runs: Sequence[PlannedRun], *, n: int, out: str | Path, seed: int = 0) -> dict:
+    """Train every run one after the other and write experiment.json and experiment.png into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [run_one(run, n, out, seed) for run in runs]
+    figure = experiment_figure(records)
+    figure.save(out / FIGURE_FILE)
+    report = {"runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]}
+    (out / EXPERIMENT_FILE).write_text(json.dumps(report, indent=1, default=str))
+    return report
+
+
+def _grid(samples: torch.Tensor) -> Image.Image:
+    """The first GRID_IMAGES samples as a grid picture (2D points: a scatter plot)."""
+    if samples.ndim == 2:
+        return points_to_image(samples, size=256)
+    picture = to_pil(make_grid(to_uint8(samples[:GRID_IMAGES]), ncols=4))
+    return picture.resize((256, 256 * picture.height // picture.width), Image.NEAREST)
+
+
+def experiment_figure(records: Sequence[dict]) -> Image.Image:
+    """Loss curves overlaid (log y), then each run's sample grid with its label and quality under it."""
+    series = {r["label"]: [(i + 1, loss) for i, loss in enumerate(r["loss"]) if loss > 0] for r in records}
+    chart = draw_line_chart(
+        {k: v[:: max(1, len(v) // 400)] for k, v in series.items() if v},
+        title="training loss (log scale) of each run",
+        x_label="optimizer step",
+    )
+    grids = [_grid(r["_samples"]) for r in records]
+    cell_w, cell_h = 280, max(g.height for g in grids) + 90
+    width = max(chart.width, cell_w * len(records))
+    figure = Image.new("RGB", (width, chart.height + cell_h), "white")
+    figure.paste(chart, (0, 0))
+    draw, font = ImageDraw.Draw(figure), ImageFont.load_default()
+    for i, (record, grid) in enumerate(zip(records, grids, strict=True)):
+        x, y = i * cell_w + 12, chart.height
+        draw.text((x, y + 4), record["label"], fill="black", font=font)
+        figure.paste(grid.convert("RGB"), (x, y + 20))
+        metrics = record["metrics"]
+        if metrics is None:
+            text = f"{record['steps']} steps; no metric for this data"
+        elif metrics["kind"] == "digits":
+            text = f"{record['steps']} steps; FD {metrics['fd']:.0f} (real {metrics['fd_real_floor']:.0f})"
+            text += f"\nprecision {metrics['precision']:.2f}, recall {metrics['recall']:.2f}"
+        else:
+            text = f"{record['steps']} steps; NN {metrics['nn_distance']:.3f} (real {metrics['nn_real_floor']:.3f})"
+        draw.multiline_text((x, y + 24 + grid.height), text, fill="black", font=font)
+    return figure
+
+
+def load_samples(out: str | Path, record: dict) -> np.ndarray:
+    """A run's samples as written by run_experiment (images uint8 [n, H, W, C] or points float32 [n, D])."""
+    with np.load(Path(out) / record["samples"]) as data:
+        return data[data.files[0]]
