@@ -105,6 +105,54 @@ def parse_vary(specs: Sequence[str]) -> dict[str, list]:
 
 
 @dataclass(frozen=True)
+class ReadyExperiment:
+    """A ready-made experiment for a lesson: what it varies, on which base, and what to look for."""
+
+    title: str
+    vary: dict[str, list]
+    look_for: str  # two or three sentences for the class
+    base_changes: dict = dataclasses.field(default_factory=dict)
+
+    def runs(self, seconds: float = 25.0, **changes: object) -> list[PlannedRun]:
+        """Its runs, each trained for `seconds` on the TrainConfig defaults with this experiment's base changes."""
+        base = TrainConfig(time_budget=seconds, steps=None, **{**self.base_changes, **changes})
+        return plan_runs(base, self.vary)
+
+
+READY_EXPERIMENTS: dict[str, ReadyExperiment] = {
+    experiment.title: experiment
+    for experiment in (
+        ReadyExperiment(
+            "linear vs cosine",
+            {"schedule": ["linear", "cosine"]},
+            "The linear schedule drowns the picture early: half its steps see almost pure noise. Cosine spreads "
+            "the noise evenly over t. Look at the loss by timestep and at the digits after the same few seconds.",
+        ),
+        ReadyExperiment(
+            "eps vs x0 vs v",
+            {"objective": ["eps", "x0", "v"]},
+            "The same network learns to predict the noise, the clean picture or a mix of both (v). Their losses "
+            "are on different scales, so compare the samples and the quality numbers, not the loss curves' heights.",
+        ),
+        ReadyExperiment(
+            "zero terminal SNR off vs on",
+            {"zero_terminal_snr": [False, True]},
+            "With zero terminal SNR the last step is pure noise, exactly what sampling starts from; without it a "
+            "trace of the picture survives at t = T-1 that the model learns to rely on. Compare the samples' "
+            "brightness and contrast.",
+            {"objective": "v"},
+        ),
+        ReadyExperiment(
+            "T = 1000 vs 100",
+            {"num_timesteps": [1000, 100]},
+            "Fewer, bigger noising steps: the network sees only 100 noise levels instead of 1000. Both sample with "
+            "50 DDIM steps; look whether the coarser ladder of noise levels costs any quality.",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
 class PlannedRun:
     """One combination: its name (a folder name), its label (what differs, for legends) and its config."""
 

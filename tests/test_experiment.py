@@ -9,7 +9,15 @@ from PIL import Image
 
 from core.checkpoint import load_checkpoint
 from core.cli import main
-from core.experiment import FIGURE_FILE, MAX_RUNS, load_samples, parse_vary, plan_runs, run_experiment
+from core.experiment import (
+    FIGURE_FILE,
+    MAX_RUNS,
+    READY_EXPERIMENTS,
+    load_samples,
+    parse_vary,
+    plan_runs,
+    run_experiment,
+)
 from core.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,3 +90,19 @@ def test_the_command_line_runs_an_experiment_and_refuses_before_training(tmp_pat
     assert [r["label"] for r in runs] == ["eps", "x0"] and all(r["metrics"]["kind"] == "digits" for r in runs)
     assert load_samples(out, runs[0]).shape == (8, 28, 28, 1)
     assert "wrote" in capsys.readouterr().err
+
+
+def test_the_four_ready_made_experiments_plan_valid_runs():
+    assert list(READY_EXPERIMENTS) == [
+        "linear vs cosine",
+        "eps vs x0 vs v",
+        "zero terminal SNR off vs on",
+        "T = 1000 vs 100",
+    ]
+    for experiment in READY_EXPERIMENTS.values():
+        runs = experiment.runs(seconds=25)
+        assert len(runs) in (2, 3) and all(run.config.time_budget == 25 and run.config.steps is None for run in runs)
+        assert len(experiment.look_for.split(". ")) >= 2  # a few sentences for the class
+    zero_snr = READY_EXPERIMENTS["zero terminal SNR off vs on"].runs()
+    assert [run.config.zero_terminal_snr for run in zero_snr] == [False, True]
+    assert all(run.config.objective == "v" for run in zero_snr)  # eps cannot sample from zero terminal SNR
