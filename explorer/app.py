@@ -26,6 +26,14 @@ the time, the U-Net that learns to undo it, a model trained live before your eye
 Every control has a one-line explanation under it.
 <span style="color:#888">core {__version__}</span>
 """
+TAB_IDS = {  # label -> id (gr.Tabs(selected=id) switches to a tab)
+    "Schedules": "schedules",
+    "Forward process": "forward",
+    "Time embedding": "embedding",
+    "U-Net": "unet",
+    "Train": "train",
+    "Sample": "sample",
+}
 QUEUE_MAX_SIZE = 64  # waiting requests beyond this are told the app is busy
 CONCURRENCY_LIMIT = 2  # callbacks of one kind that run at once (2 cores)
 DELETE_CACHE = (1800, 3600)  # every 30 min, delete Gradio's cached files older than an hour
@@ -45,6 +53,12 @@ CSS = """
 """
 
 
+def carry_schedule(*values: object) -> tuple:
+    """Callback of the Schedules tab's "Train with this schedule": the Train tab's schedule controls
+    (schedules.train_settings), its Advanced group opened, and the Train tab selected."""
+    return (*schedules.train_settings(*values), gr.Accordion(open=True), gr.Tabs(selected=TAB_IDS["Train"]))
+
+
 def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
     """The whole app as a Blocks object (launched by app.py with LAUNCH_OPTIONS, mounted by tests). `registry`
     holds the users' sessions (a fresh one by default)."""
@@ -53,19 +67,29 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
     make_picture_cache_atomic()  # users who get the same picture must not truncate each other's downloads
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(HEADER)
-        with gr.Tab("Schedules"):
-            schedules.build_tab()
-        with gr.Tab("Forward process"):
-            forward.build_tab()
-        with gr.Tab("Time embedding"):
-            embedding.build_tab()
-        with gr.Tab("U-Net"):
-            unet.build_tab()
-        with gr.Tab("Train"):
-            train_tab = train.build_tab(registry)
-        with gr.Tab("Sample") as sample_page:
-            sample_tab = sample.build_tab(registry)
-            compare.build_section(sample_tab)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Schedules", id=TAB_IDS["Schedules"]):
+                schedules_page = schedules.build_tab()
+            with gr.Tab("Forward process", id=TAB_IDS["Forward process"]):
+                forward.build_tab()
+            with gr.Tab("Time embedding", id=TAB_IDS["Time embedding"]):
+                embedding.build_tab()
+            with gr.Tab("U-Net", id=TAB_IDS["U-Net"]):
+                unet.build_tab()
+            with gr.Tab("Train", id=TAB_IDS["Train"]):
+                train_tab = train.build_tab(registry)
+            with gr.Tab("Sample", id=TAB_IDS["Sample"]) as sample_page:
+                sample_tab = sample.build_tab(registry)
+                compare.build_section(sample_tab)
+        # "Train with this schedule": the Schedules tab's choice fills the Train tab's controls, opens its
+        # Advanced group (where T and the betas are) and switches to it
+        carried = [train_tab.schedule_controls[name] for name in schedules.TRAIN_SETTINGS]
+        schedules_page.train_button.click(
+            carry_schedule,
+            [*schedules_page.train_inputs, train_tab.schedule_controls["objective"]],
+            [*carried, train_tab.advanced, tabs],
+            api_name=False,
+        )
         # a model trained (or stopped) in the Train tab appears in the Sample tab's menu
         train_tab.start_event.then(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False)
         sample_page.select(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False).then(

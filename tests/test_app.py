@@ -211,6 +211,33 @@ def test_every_tab_in_chromium(app_url, page, artifacts, tmp_path):
     page.get_by_text("input_conv").filter(visible=True).first.wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "tab_unet.png"), full_page=True)
 
+    # Schedules -> "Train with this schedule": the Train tab opens with that schedule and its parameters
+    open_tab(page, "Schedules")
+    page.get_by_label("linear + zero terminal SNR", exact=True).check()
+    for name in ("linear", "cosine", "sigmoid"):
+        page.get_by_label(name, exact=True).uncheck()
+    t_box = page.get_by_label("number input for T (number of steps)", exact=True).filter(visible=True)
+    t_box.fill("500")
+    t_box.press("Enter")
+    beta_end = visible(page, "input[aria-label='beta_end']").first
+    beta_end.fill("0.03")
+    beta_end.press("Enter")
+    page.wait_for_timeout(500)
+    page.locator("#schedules-train").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[role=tab]')].some(t => t.textContent.trim() === 'Train' && "
+        "t.getAttribute('aria-selected') === 'true')",
+        timeout=30_000,
+    )
+    page.wait_for_function("() => document.querySelector('#train-num-timesteps input').value === '500'", timeout=30_000)
+    assert page.locator("#train-num-timesteps input").input_value() == "500"
+    assert page.locator("#train-beta-end input").input_value() == "0.03"
+    assert page.locator("#train-zero-terminal-snr input").is_checked()
+    assert page.get_by_label("Noise schedule", exact=True).input_value() == "linear"
+    assert page.get_by_label("x0", exact=True).is_checked()  # the default objective, which can sample it
+    page.locator("#train-advanced").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "schedules_train_with_this_schedule.png"), full_page=True)
+
 
 def wait_for_new_pictures(page, before: str) -> str:
     page.wait_for_function(

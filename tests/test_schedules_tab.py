@@ -11,16 +11,20 @@ import torch
 from diffusers import DDPMScheduler
 
 from core.schedules import make_schedule
+from explorer.app import TAB_IDS, carry_schedule
 from explorer.figures import half_signal_step
 from explorer.tabs.schedules import (
     SCHEDULE_CHOICES,
+    TRAIN_SETTINGS,
     build_schedules,
     export_config,
     health_rows,
     health_warnings,
     parse_choice,
     schedule_figures,
+    train_settings,
 )
+from explorer.tabs.train import DEFAULT_DATASET, PRESETS, training_config
 
 
 def trace(fig, name):
@@ -123,3 +127,28 @@ def test_bad_inputs_get_clear_messages(args, message):
     with pytest.raises(gr.Error) as error:
         schedule_figures(*args)
     assert message in str(error.value)
+
+
+def test_train_with_this_schedule_carries_the_first_ticked_schedule_and_its_parameters():
+    ticked = ["sigmoid + zero terminal SNR", "cosine"]  # the list's order decides: cosine comes first
+    assert train_settings(ticked, 250, 2e-4, 0.03, 0.01, "eps") == ("cosine", "eps", 250, 2e-4, 0.03, 0.01, False)
+    values = train_settings(["sigmoid + zero terminal SNR"], 300.0, 1e-4, 0.02, 0.008, "eps")
+    assert values == ("sigmoid", "v", 300, 1e-4, 0.02, 0.008, True)  # eps cannot sample zero terminal SNR: v
+    assert train_settings(["linear + zero terminal SNR"], 1000, 1e-4, 0.02, 0.008, "x0")[1] == "x0"
+    with pytest.raises(gr.Error, match="tick a schedule to train with"):
+        train_settings([], 1000, 1e-4, 0.02, 0.008, "x0")
+    with pytest.raises(gr.Error, match=r"beta_start .* must be smaller than beta_end"):
+        train_settings(["linear"], 1000, 0.05, 0.02, 0.008, "x0")
+
+
+def test_the_carried_values_set_the_train_tabs_controls_and_open_it():
+    """carry_schedule (wired in explorer.app) fills the Train tab's schedule controls, opens its Advanced group and
+    selects the Train tab; those values make a TrainConfig that trains exactly the schedule shown."""
+    *values, accordion, tabs = carry_schedule(["scaled_linear"], 400, 3e-4, 0.015, 0.008, "x0")
+    assert tabs.selected == TAB_IDS["Train"] == "train" and accordion.open is True
+    settings = dict(zip(TRAIN_SETTINGS, values, strict=True))
+    page = dict(dataset_label=DEFAULT_DATASET, upload=None, preset_label=next(iter(PRESETS)), length_unit="steps")
+    page.update(length=1, batch_size=8, lr=1e-3, ema_decay=0.9, seed=0, class_conditional=False)
+    config = training_config(**page, **settings)
+    shown = build_schedules(["scaled_linear"], 400, 3e-4, 0.015, 0.008)["scaled_linear"]
+    assert torch.equal(config.noise_schedule().betas, shown.betas)

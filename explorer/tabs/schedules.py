@@ -1,10 +1,12 @@
-"""Schedules tab: overlay noise schedules, read their health, export one as a diffusers scheduler config."""
+"""Schedules tab: overlay noise schedules, read their health, export one as a diffusers scheduler config, and carry
+one with its parameters to the Train tab ("Train with this schedule"; explorer.app wires it across the tabs)."""
 
 from __future__ import annotations
 
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -30,6 +32,8 @@ LEFTOVER_AMPLITUDE = 0.02
 TERMINAL_SNR_LIMIT = 1e-4
 TOO_GENTLE_ALPHA_BAR = 0.05  # more than 22% of the amplitude left at the last step
 TOO_AGGRESSIVE_FRACTION = 0.15  # half the signal gone in the first 15% of the steps
+# the Train tab's controls "Train with this schedule" sets, in the order `train_settings` returns them
+TRAIN_SETTINGS = ("schedule", "objective", "num_timesteps", "beta_start", "beta_end", "cosine_s", "zero_terminal_snr")
 
 INTRO = r"""
 ### Noise schedules
@@ -149,8 +153,50 @@ def export_config(choice: str, num_timesteps: float, beta_start: float, beta_end
     return str(path)
 
 
-def build_tab() -> None:
-    """Layout and wiring of the Schedules tab."""
+def train_settings(
+    choices: list[str], num_timesteps: float, beta_start: float, beta_end: float, cosine_s: float, objective: str
+) -> tuple:
+    """Callback of "Train with this schedule": the first ticked schedule (in the list's order) and the parameters as
+    values for the Train tab's controls named in TRAIN_SETTINGS. `objective` is the Train tab's: eps becomes v when
+    the schedule ends at zero SNR, which eps prediction cannot sample (core.training.TrainConfig.validate)."""
+    ticked = [choice for choice in SCHEDULE_CHOICES if choice in (choices or [])]
+    if not ticked:
+        raise gr.Error("tick a schedule to train with")
+    choice = ticked[0]
+    schedule = build_schedules([choice], num_timesteps, beta_start, beta_end, cosine_s)[choice]  # checks them
+    params = schedule.params
+    if params["zero_terminal_snr"] and objective == "eps":
+        objective = "v"
+    return (
+        params["name"],
+        objective,
+        params["num_timesteps"],
+        params["beta_start"],
+        params["beta_end"],
+        params["cosine_s"],
+        params["zero_terminal_snr"],
+    )
+
+
+@dataclass
+class SchedulesControls:
+    """What other tabs need from the Schedules tab: the controls `train_settings` reads, and its button."""
+
+    choices: gr.CheckboxGroup
+    num_timesteps: gr.Slider
+    beta_start: gr.Number
+    beta_end: gr.Number
+    cosine_s: gr.Number
+    train_button: gr.Button
+
+    @property
+    def train_inputs(self) -> list:
+        """`train_settings`' inputs from this tab, in its order (the Train tab's objective comes last)."""
+        return [self.choices, self.num_timesteps, self.beta_start, self.beta_end, self.cosine_s]
+
+
+def build_tab() -> SchedulesControls:
+    """Layout and wiring of the Schedules tab; returns the controls "Train with this schedule" reads."""
     explanation(INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -191,6 +237,11 @@ def build_tab() -> None:
             )
             log_beta = gr.Checkbox(
                 True, label="log scale for beta_t", info="Spread out the tiny early betas so you can compare them."
+            )
+            train_button = gr.Button("Train with this schedule", elem_id="schedules-train")
+            gr.Markdown(
+                "Opens the Train tab with the first ticked schedule in the list, its T, betas and s.",
+                elem_classes=["picture-caption"],
             )
             with gr.Accordion("Export for diffusers", open=False):
                 export_choice = gr.Dropdown(
@@ -236,3 +287,4 @@ def build_tab() -> None:
         export_file,
         api_name="export_schedule",
     )
+    return SchedulesControls(choices, num_timesteps, beta_start, beta_end, cosine_s, train_button)
