@@ -161,6 +161,32 @@ class PlannedRun:
     config: TrainConfig
 
 
+def value_text(field: str, value: object) -> str:
+    """A setting as a legend reads it: a name as itself ("cosine"), others with their field ("num_timesteps 100",
+    "zero_terminal_snr on", "steps none")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return f"{field} {'on' if value else 'off'}"
+    if value is None:
+        return f"{field} none"
+    return f"{field} {value:g}" if isinstance(value, float) else f"{field} {value}"
+
+
+def run_label(changes: dict) -> str:
+    """What tells a run apart, e.g. "cosine, x0", from its {field: value} that differ from the other runs'."""
+    return ", ".join(value_text(field, value) for field, value in changes.items())
+
+
+def differing_labels(configs: Sequence[dict]) -> tuple[list[str], list[str]]:
+    """The config fields (dicts of TrainConfig fields) whose values are not the same in every config, in field
+    order, and each config's label made of its values of those fields (empty labels when all are the same)."""
+    fields = [f for f in configs[0] if len({repr(c.get(f)) for c in configs}) > 1] if configs else []
+    for config in configs[1:]:
+        fields += [f for f in config if f not in configs[0] and f not in fields]
+    return fields, [run_label({f: c.get(f) for f in fields}) for c in configs]
+
+
 def plan_runs(base: TrainConfig, vary: dict[str, list]) -> list[PlannedRun]:
     """Every combination of the varied values on top of `base`, each validated before anything trains (ValueError
     naming the run and what is wrong)."""
@@ -173,9 +199,7 @@ def plan_runs(base: TrainConfig, vary: dict[str, list]) -> list[PlannedRun]:
     for values in combinations:
         changes = dict(zip(vary, values, strict=True))
         name = "_".join(f"{field}-{value}" for field, value in changes.items())
-        label = ", ".join(
-            f"{value}" if isinstance(value, str) else f"{field} {value}" for field, value in changes.items()
-        )
+        label = run_label(changes)
         config = dataclasses.replace(base, **changes)
         try:
             config.validate()

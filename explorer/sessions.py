@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.compute_worker import PRIORITY, ComputeWorker
+from explorer.runs import RunList
 
 LOCAL_SESSION = "local"  # the key of calls made without a Gradio request (tests, scripts)
 DEFAULT_IDLE_TIMEOUT = 3600.0  # seconds without any request before a session is closed
@@ -89,11 +90,13 @@ class JobTicket:
 
 @dataclass(eq=False)
 class UserSession:
-    """Everything one user has: models they trained or uploaded, the last sampling trajectory, a temp folder."""
+    """Everything one user has: models they trained or uploaded, their finished runs, the last sampling
+    trajectory, a temp folder."""
 
     key: str
     folder: Path
     models: dict[str, Any] = field(default_factory=dict)  # display name -> explorer.models.ModelEntry
+    runs: RunList = field(default_factory=RunList)  # finished training runs, for the Experiments tab
     trajectory: Any = None  # the last explorer.trajectory.Trajectory
     job: JobTicket | None = None
     last_seen: float = field(default_factory=time.monotonic)
@@ -148,7 +151,7 @@ class SessionRegistry:
             return session
 
     def close(self, key: str | None) -> None:
-        """The user left: stop their run, drop their models and trajectory, delete their folder."""
+        """The user left: stop their run, drop their models, runs and trajectory, delete their folder."""
         with self._lock:
             session = self._sessions.pop(key or LOCAL_SESSION, None)
         if session is not None:
@@ -169,6 +172,7 @@ class SessionRegistry:
         if session.job is not None:
             session.job.stop.set()
         session.models.clear()
+        session.runs.close()
         session.trajectory = None
         shutil.rmtree(session.folder, ignore_errors=True)
 

@@ -71,15 +71,16 @@ class TrainingHistory:
 
 
 class Preview:
-    """Samples of the EMA model from one fixed x_T, drawn with a short deterministic DDIM."""
+    """Samples of the EMA model from one fixed x_T, drawn with a short deterministic DDIM: `count` of them (by
+    default PREVIEW_POINTS or PREVIEW_IMAGES) from the noise of `seed`."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Trainer, count: int | None = None, seed: int = PREVIEW_SEED):
         self.trainer = trainer
         data = trainer.data
         self.is_points = data.kind == "points"
-        count = PREVIEW_POINTS if self.is_points else PREVIEW_IMAGES
+        count = count or (PREVIEW_POINTS if self.is_points else PREVIEW_IMAGES)
         shape = (count, data.dim) if self.is_points else (count, data.channels, data.image_size, data.image_size)
-        generator = torch.Generator().manual_seed(PREVIEW_SEED)
+        generator = torch.Generator().manual_seed(seed)
         self.x_T = draw_noise(shape, generator, trainer.device, torch.float32)
         self.labels = (
             torch.arange(count, device=trainer.device) % data.num_classes if trainer.config.class_conditional else None

@@ -102,6 +102,9 @@ def test_training_ends_with_a_checkpoint_and_a_private_model(registry):
         list(sample_tab.sample(**sample_args(name, "DDIM", 5, 0, 0, 4, None, 1.0), request=bob))
     again = run_training(registry, "alice", steps=2)[-1][-1]  # the same session's next run: still no "-N"
     assert Path(again).name == "ddpm-mnist5k-2steps.zip"
+    # both runs stay in alice's run list for the Experiments tab (explorer/runs.py), none in bob's
+    assert "Kept as **run 1** in the Experiments tab." in status
+    assert registry.session("alice").runs.names() == ["run 1", "run 2"] and not registry.session("bob").runs.names()
 
 
 def test_first_update_comes_at_once_and_the_second_job_is_refused(registry):

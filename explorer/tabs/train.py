@@ -27,6 +27,7 @@ from core.training import TrainConfig
 from explorer.figures import bucket_loss_figure, loss_figure, lr_figure
 from explorer.jobs import Job, run_job
 from explorer.models import load_entry
+from explorer.runs import record_run
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
 from explorer.train_advanced import advanced_group, advanced_settings
 from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
@@ -176,6 +177,8 @@ class TrainTab:
                     yield _training_outputs(update, status_line(update))
                     continue
                 download, note = self._keep(session, update)
+                _, kept = record_run(session.runs, update, job.compute) if not session.closed else (None, "")
+                note += f"  \n{kept}" if kept else ""
                 message = f"  \n{update.message}" if update.message else ""
                 yield _training_outputs(update, status_line(update) + message + note, download)
 
