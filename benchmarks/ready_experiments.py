@@ -1,15 +1,15 @@
 """The four ready-made experiments of a lesson (core.experiment.READY_EXPERIMENTS), run on this machine: what each
-shows after the same short training budget per run.
+shows after the same short training per run (equal optimizer steps).
 
 Every run trains the TrainConfig defaults (the live recipe: tiny U-Net, x0, cosine, the digits at 28x28, batch 64)
-with the experiment's change for --seconds of wall clock, then draws --n samples from one fixed x_T with the sampler
+with the experiment's change for --steps optimizer steps, then draws --n samples from one fixed x_T with the sampler
 settings its checkpoint records and is scored by core.metrics.score_samples on the report split. Writes, per
 experiment, a table (steps, wall time, FD and its floor, precision, recall, confident fraction, the plain reading)
 and its figure (benchmarks/results/ready_<name>.png: loss curves overlaid, sample grids) into benchmarks/RESULTS.md.
 The runs' folders go to a temporary directory.
 
     python benchmarks/ready_experiments.py                    # about 6 minutes on 2 cores
-    python benchmarks/ready_experiments.py --seconds 5 --n 64 --no-write
+    python benchmarks/ready_experiments.py --steps 20 --n 64 --no-write
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from common import RESULTS_PATH, busy_warning, command_line, machine_description, section_header, write_section
 
 from core.device import available_cores
-from core.experiment import FIGURE_FILE, READY_EXPERIMENTS, run_experiment
+from core.experiment import FIGURE_FILE, READY_EXPERIMENTS, READY_STEPS, run_experiment
 
 SECTION_HEADING = "## Ready-made experiments (benchmarks/ready_experiments.py)"
 PICTURES = Path(__file__).resolve().parent / "results"
@@ -52,7 +52,9 @@ def table(report: dict) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=25.0, help="training seconds per run (default 25)")
+    parser.add_argument(
+        "--steps", type=int, default=READY_STEPS, help=f"optimizer steps per run (default {READY_STEPS}, about 25 s)"
+    )
     parser.add_argument("--n", type=int, default=256, help="samples per run (default 256)")
     parser.add_argument("--only", nargs="*", default=None, help="experiment titles to run (default: all four)")
     parser.add_argument("--results", type=Path, default=RESULTS_PATH)
@@ -63,9 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     machine, warning = machine_description(threads), busy_warning()
     lines = section_header(SECTION_HEADING, machine, command_line(__file__, argv), warning)
     lines += [
-        f"Each run: the live recipe (TrainConfig defaults) with the experiment's change, {args.seconds:g} s of "
-        f"training, then {args.n} samples from one fixed x_T (seed 0) with the sampler settings its checkpoint "
-        f"records, scored on the report split (FD floor: {args.n} real digits against the same reference). "
+        f"Each run: the live recipe (TrainConfig defaults) with the experiment's change, {args.steps} optimizer "
+        "steps (the same for every run, so a busy machine changes the wall time, not the result), then "
+        f"{args.n} samples from one fixed x_T (seed 0) with the sampler settings its checkpoint records, scored on "
+        f"the report split (FD floor: {args.n} real digits against the same reference). "
         "One run per row, one after the other, on this machine.",
         "",
     ]
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             experiment = READY_EXPERIMENTS[title]
             start = time.perf_counter()
             out = Path(scratch) / slug(title)
-            report = run_experiment(experiment.runs(args.seconds, num_threads=threads), n=args.n, out=out)
+            report = run_experiment(experiment.runs(steps=args.steps, num_threads=threads), n=args.n, out=out)
             wall = time.perf_counter() - start
             picture = None
             if not args.no_write:

@@ -42,6 +42,9 @@ FIGURE_FILE = "experiment.png"
 SAMPLES_FILE = "samples.npz"
 MAX_RUNS = 16  # combinations one experiment may train
 GRID_IMAGES = 16  # samples shown per run in the figure
+# a ready-made experiment's runs: 400 steps each, about 25 s of the live recipe on 2 quiet cores (its "train s"
+# column in benchmarks/RESULTS.md "Ready-made experiments"); equal steps keep a comparison fair under load
+READY_STEPS = 400
 TRUE, FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 
@@ -113,9 +116,12 @@ class ReadyExperiment:
     look_for: str  # two or three sentences for the class
     base_changes: dict = dataclasses.field(default_factory=dict)
 
-    def runs(self, seconds: float = 25.0, **changes: object) -> list[PlannedRun]:
-        """Its runs, each trained for `seconds` on the TrainConfig defaults with this experiment's base changes."""
-        base = TrainConfig(time_budget=seconds, steps=None, **{**self.base_changes, **changes})
+    def runs(self, seconds: float | None = None, *, steps: int = READY_STEPS, **changes: object) -> list[PlannedRun]:
+        """Its runs on the TrainConfig defaults with this experiment's base changes, each trained for `steps`
+        optimizer steps (the default: every run gets the same updates, however busy the machine is), or for
+        `seconds` of wall clock when given."""
+        budget = {"time_budget": seconds, "steps": None} if seconds is not None else {"steps": steps}
+        base = TrainConfig(**budget, **{**self.base_changes, **changes})
         return plan_runs(base, self.vary)
 
 

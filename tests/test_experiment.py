@@ -13,6 +13,7 @@ from core.experiment import (
     FIGURE_FILE,
     MAX_RUNS,
     READY_EXPERIMENTS,
+    READY_STEPS,
     load_samples,
     parse_vary,
     plan_runs,
@@ -102,6 +103,7 @@ def test_the_four_ready_made_experiments_plan_valid_runs():
     for experiment in READY_EXPERIMENTS.values():
         runs = experiment.runs(seconds=25)
         assert len(runs) in (2, 3) and all(run.config.time_budget == 25 and run.config.steps is None for run in runs)
+        assert all(run.config.steps == READY_STEPS and run.config.time_budget is None for run in experiment.runs())
         assert len(experiment.look_for.split(". ")) >= 2  # a few sentences for the class
     zero_snr = READY_EXPERIMENTS["zero terminal SNR off vs on"].runs()
     assert [run.config.zero_terminal_snr for run in zero_snr] == [False, True]
