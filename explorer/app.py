@@ -1,9 +1,9 @@
 """`build_app()`: assembles the explorer's tabs into one Gradio Blocks app; `LAUNCH_OPTIONS` are its server limits.
 
-Tabs, in lesson order: Schedules, Forward process, Time embedding, U-Net, Train, Sample. Each lives in
-explorer/tabs/ with its layout and callbacks; this file only arranges them, gives Train and Sample the app's one
-`SessionRegistry` (every user's runs, models and files; explorer/sessions.py), frees a user's session when they
-leave, and sets the queue.
+Tabs, in lesson order: Schedules, Forward process, Time embedding, U-Net, Train, Sample, Experiments. Each lives in
+explorer/tabs/ with its layout and callbacks; this file only arranges them, gives Train, Sample and Experiments the
+app's one `SessionRegistry` (every user's runs, models and files; explorer/sessions.py), frees a user's session when
+they leave, and sets the queue.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from core import __version__
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.sessions import SessionRegistry
-from explorer.tabs import compare, embedding, forward, sample, schedules, train, unet
+from explorer.tabs import compare, embedding, experiments, forward, sample, schedules, train, unet
 from explorer.widgets import session_key
 
 TITLE = "DDPM Explorer"
@@ -33,6 +33,7 @@ TAB_IDS = {  # label -> id (gr.Tabs(selected=id) switches to a tab)
     "U-Net": "unet",
     "Train": "train",
     "Sample": "sample",
+    "Experiments": "experiments",
 }
 QUEUE_MAX_SIZE = 64  # waiting requests beyond this are told the app is busy
 CONCURRENCY_LIMIT = 2  # callbacks of one kind that run at once (2 cores)
@@ -81,6 +82,8 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
             with gr.Tab("Sample", id=TAB_IDS["Sample"]) as sample_page:
                 sample_tab = sample.build_tab(registry)
                 compare.build_section(sample_tab)
+            with gr.Tab("Experiments", id=TAB_IDS["Experiments"]) as experiments_page:
+                experiments_tab = experiments.build_tab(registry)
         # "Train with this schedule": the Schedules tab's choice fills the Train tab's controls, opens its
         # Advanced group (where T and the betas are) and switches to it
         carried = [train_tab.schedule_controls[name] for name in schedules.TRAIN_SETTINGS]
@@ -90,8 +93,11 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
             [*carried, train_tab.advanced, tabs],
             api_name=False,
         )
-        # a model trained (or stopped) in the Train tab appears in the Sample tab's menu
+        # a model trained (or stopped) in the Train tab appears in the Sample tab's menu, its run in Experiments'
         train_tab.start_event.then(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False)
+        runs = (experiments_tab.run_choices, experiments_tab.chooser, experiments_tab.chooser)
+        train_tab.start_event.then(*runs, api_name=False)
+        experiments_page.select(*runs, api_name="list_runs")
         sample_page.select(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False).then(
             sample_tab.count_range, sample_tab.model, sample_tab.count, api_name=False
         )

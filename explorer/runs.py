@@ -110,12 +110,13 @@ class RunList:
         return [record.name for record in self.records()]
 
     def get(self, names: Sequence[str]) -> list[RunRecord]:
-        """The records of `names`, in the order given; ValueError naming one that is not (or no longer) kept."""
-        kept = {record.name: record for record in self.records()}
-        missing = [name for name in names if name not in kept]
+        """The records of `names`, oldest first (whatever order they were ticked in); ValueError naming one that is
+        not (or no longer) kept."""
+        records = self.records()
+        missing = [name for name in names if name not in {record.name for record in records}]
         if missing:
             raise ValueError(f"{missing[0]} is not in your run list (it keeps the last {self.limit} runs)")
-        return [kept[name] for name in names]
+        return [record for record in records if record.name in names]
 
     def close(self) -> None:
         """The session closed: drop every record, and keep none added later."""

@@ -244,6 +244,12 @@ CASES = [
     ),
     case("/compare", below(-1, 0), COMPARE, eta_b=-1),
     case("/compare", above(2, 1), COMPARE, eta_b=2),
+    # Experiments (a fresh client has no runs, so any run name is not a choice)
+    case("/list_runs", not_a_choice("run 1"), chosen=["run 1"]),
+    case("/compare_runs", not_a_choice("nope"), chosen=["nope"]),
+    case("/export_experiment", not_a_choice("run 1"), chosen=["run 1"]),
+    case("/export_experiment", says("Tick at least one run to export."), chosen=[]),
+    case("/run_experiment", not_a_choice("nope"), title="nope"),
 ]
 
 # Endpoints without parameters, what they answer when nothing is running, and whether that answer is an error.

@@ -14,7 +14,7 @@ import app
 from explorer.tabs.forward import MY_UPLOAD
 from explorer.tabs.schedules import schedule_figures
 
-TABS = ["Schedules", "Forward process", "Time embedding", "U-Net", "Train", "Sample"]
+TABS = ["Schedules", "Forward process", "Time embedding", "U-Net", "Train", "Sample", "Experiments"]
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def test_a_seventh_run_pushes_out_the_oldest_with_a_note():
     assert runs.names() == [f"run {i}" for i in range(2, MAX_RUNS + 2)]
     with pytest.raises(ValueError, match="run 1 is not in your run list"):
         runs.get(["run 2", "run 1"])
-    assert [r.name for r in runs.get(["run 3", "run 2"])] == ["run 3", "run 2"]
+    assert [r.name for r in runs.get(["run 3", "run 2"])] == ["run 2", "run 3"]  # oldest first
 
 
 def test_closing_the_session_frees_its_runs_and_keeps_none_added_later(tmp_path):

@@ -1,0 +1,126 @@
+"""The Experiments tab: runs trained through the API compared and exported through gradio_client, a ready-made
+experiment (with a short budget) run and stopped through its callback, and the view in Chromium."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+
+from explorer.sessions import SessionRegistry
+from explorer.tabs import experiments
+from explorer.tabs.experiments import ExperimentsTab
+
+
+class FakeRequest:
+    def __init__(self, session_hash: str):
+        self.session_hash = session_hash
+
+
+def train(client: Client, schedule: str) -> str:
+    status = client.predict(
+        "Digits: bundled MNIST (4,000 images, no download)",
+        None,
+        "tiny (fast: digits in a minute on a CPU)",
+        schedule,
+        "x0",
+        "steps",
+        6,
+        16,
+        2e-3,
+        0.99,
+        0,
+        False,
+        api_name="/train",
+    )[0]
+    assert "Finished" in status
+    return status
+
+
+def test_two_runs_trained_by_api_are_compared_and_exported(app_url):
+    client = Client(app_url, verbose=False)
+    assert "Kept as **run 1**" in train(client, "linear")
+    train(client, "cosine")
+    runs = client.predict([], api_name="/list_runs")
+    assert runs["value"] == ["run 1", "run 2"]  # none ticked: the last two
+    assert [value for _, value in runs["choices"]] == ["run 1", "run 2"] and "linear" in runs["choices"][0][0]
+    loss_plot, bucket_plot, grids, table = client.predict(["run 1", "run 2"], api_name="/compare_runs")
+    names = [trace["name"] for trace in json.loads(loss_plot["plot"])["data"]]
+    assert names == ["linear", "cosine"]  # labelled by what differs
+    assert [t["name"] for t in json.loads(bucket_plot["plot"])["data"]] == ["linear", "cosine"]
+    assert grids is not None  # one picture: each run's grid under its label
+    assert "| **schedule** | **linear** | **cosine** |" in table and "FD (lower is better)" in table
+    assert "closest to the real data" in table
+    path = client.predict(["run 1", "run 2"], api_name="/export_experiment")
+    with zipfile.ZipFile(path) as archive:
+        files = set(archive.namelist())
+        report = json.loads(archive.read("experiment.json"))
+    per_run = {f"run-{i}/{name}" for i in (1, 2) for name in ("grid.png", "samples.npz")}
+    assert files == {"experiment.json", "experiment.png", *per_run}
+    assert [(r["label"], r["steps"], r["config"]["schedule"]) for r in report["runs"]] == [
+        ("linear", 6, "linear"),
+        ("cosine", 6, "cosine"),
+    ]
+    assert all(len(r["loss"]) == 6 and r["metrics"]["kind"] == "digits" for r in report["runs"])
+
+
+@pytest.fixture
+def tab(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "READY_SECONDS", 2.0)
+    return ExperimentsTab(SessionRegistry(tmp_path, max_jobs=1, compute_threads=1))
+
+
+def test_a_ready_made_experiment_trains_its_runs_one_after_the_other(tab):
+    outputs = list(tab.run_ready("linear vs cosine", request=FakeRequest("teacher")))
+    progress = [o[0] for o in outputs]
+    assert any("run 1 of 2** (linear)" in p for p in progress) and any("run 2 of 2** (cosine)" in p for p in progress)
+    assert progress[-1].startswith("**linear vs cosine: all 2 runs done.** The linear schedule")
+    ticks = [o[1] for o in outputs if isinstance(o[1], gr.CheckboxGroup)][-1]
+    assert ticks.value == ["run 1", "run 2"] and "linear vs cosine" in ticks.choices[0][0]
+    table = [o[5] for o in outputs if isinstance(o[5], str)][-1]
+    assert "| **schedule** | **linear** | **cosine** |" in table
+    assert tab.registry.session("teacher").job is None  # its place is freed
+
+
+def test_stop_ends_a_ready_made_experiment_between_steps(tab):
+    request = FakeRequest("teacher")
+    run = tab.run_ready("eps vs x0 vs v", request=request)
+    first = next(run)
+    while "Training" not in first[0]:
+        first = next(run)
+    assert tab.stop(request) == "Stopping after the current step…"
+    last = list(run)[-1]
+    assert last[0].startswith("**Stopped** after 1 of 3 runs")
+    assert tab.registry.session("teacher").runs.names() == ["run 1"]
+
+
+def test_unknown_experiment_and_runs_are_refused(tab):
+    with pytest.raises(Exception, match="unknown experiment 'nope'"):
+        list(tab.run_ready("nope", request=FakeRequest("x")))
+    with pytest.raises(Exception, match="run 9 is not in your run list"):
+        tab.compare(["run 9"], request=FakeRequest("x"))
+    assert tab.compare([], request=FakeRequest("x"))[3] == experiments.NOTHING_CHOSEN
+
+
+def test_the_experiments_view_in_chromium(app_url, page, artifacts, monkeypatch):
+    """Two short runs (a ready-made experiment at 3 s a run), both chosen: curves, grids and table on one page."""
+    monkeypatch.setattr(experiments, "READY_SECONDS", 3.0)  # the server runs in this process
+    page.goto(app_url)
+    page.get_by_role("tab", name="Experiments").click()
+    page.locator("#experiment-start").click()
+    progress = page.locator("#experiment-progress")
+    progress.get_by_text("all 2 runs done").wait_for(timeout=90_000)
+    runs = page.locator("#experiment-runs input[type=checkbox]")
+    assert runs.count() == 2
+    runs.nth(0).uncheck()  # choose both again by hand
+    page.locator("#experiment-table").get_by_text("run 2:", exact=False).wait_for(timeout=10_000)
+    runs.nth(0).check()
+    table = page.locator("#experiment-table")
+    table.locator("strong", has_text="schedule").wait_for(timeout=10_000)
+    assert "cosine" in table.inner_text() and "linear" in table.inner_text()
+    assert page.locator("#experiment-grids img").count() == 1
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(artifacts / "experiments.png"), full_page=True)
