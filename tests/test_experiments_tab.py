@@ -1,5 +1,5 @@
 """The Experiments tab: runs trained through the API compared and exported through gradio_client, a ready-made
-experiment (with a short budget) run and stopped through its callback, and the view in Chromium."""
+experiment (4 steps a run) run and stopped through its callback, and the view in Chromium."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_two_runs_trained_by_api_are_compared_and_exported(app_url):
 
 @pytest.fixture
 def tab(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "READY_SECONDS", 2.0)
+    monkeypatch.setattr(experiments, "READY_STEPS", 4)
     return ExperimentsTab(SessionRegistry(tmp_path, max_jobs=1, compute_threads=1))
 
 
@@ -85,7 +85,8 @@ def test_a_ready_made_experiment_trains_its_runs_one_after_the_other(tab):
     assert tab.registry.session("teacher").job is None  # its place is freed
 
 
-def test_stop_ends_a_ready_made_experiment_between_steps(tab):
+def test_stop_ends_a_ready_made_experiment_between_steps(tab, monkeypatch):
+    monkeypatch.setattr(experiments, "READY_STEPS", 100_000)  # it would train for an hour: Stop must end it
     request = FakeRequest("teacher")
     run = tab.run_ready("eps vs x0 vs v", request=request)
     first = next(run)
@@ -106,8 +107,8 @@ def test_unknown_experiment_and_runs_are_refused(tab):
 
 
 def test_the_experiments_view_in_chromium(app_url, page, artifacts, monkeypatch):
-    """Two short runs (a ready-made experiment at 3 s a run), both chosen: curves, grids and table on one page."""
-    monkeypatch.setattr(experiments, "READY_SECONDS", 3.0)  # the server runs in this process
+    """Two short runs (a ready-made experiment at 4 steps a run), both chosen: curves, grids and table on one page."""
+    monkeypatch.setattr(experiments, "READY_STEPS", 4)  # the server runs in this process
     page.goto(app_url)
     page.get_by_role("tab", name="Experiments").click()
     page.locator("#experiment-start").click()

@@ -7,7 +7,8 @@ bold) and quality numbers with a plain reading; export it all as a zip (experime
 `python -m core experiment` writes them, and each run's grid and samples).
 
 A ready-made experiment (core.experiment.READY_EXPERIMENTS: linear vs cosine, eps vs x0 vs v, ...) trains its runs
-one after the other, READY_SECONDS each, as one training job (explorer.jobs.run_job: queue, Stop between steps,
+one after the other, READY_STEPS optimizer steps each (the same updates for every run however busy the
+server is; about 25 s on 2 quiet cores), as one training job (explorer.jobs.run_job: queue, Stop between steps,
 other users' sampling goes first on the compute worker); each finished run lands in the list and in the view.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from core.data import DatasetError
-from core.experiment import READY_EXPERIMENTS
+from core.experiment import READY_EXPERIMENTS, READY_STEPS  # READY_STEPS: each run's steps (about 25 s)
 from explorer.experiment_figures import comparison_markdown, labelled_grids, runs_bucket_figure, runs_loss_figure
 from explorer.jobs import Job, run_job
 from explorer.runs import RunRecord, export_experiment, record_run, run_labels
@@ -26,7 +27,6 @@ from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry
 from explorer.training_run import OutOfMemory, status_line, train_live
 from explorer.widgets import explanation, file_box, pixel_picture, session_key
 
-READY_SECONDS = 25.0  # training seconds of each run of a ready-made experiment
 NOTHING_CHOSEN = (
     "Tick one or more runs above to compare them. Train some in the **Train** tab, or run a ready-made experiment."
 )
@@ -35,7 +35,8 @@ INTRO = """
 ### Experiments: change one thing, train, compare
 Every run you train stays here (your last 6). Tick two or more to see them **side by side**: the loss, which noise
 levels are hard, and samples drawn **from the same noise**, so any difference comes from what each run learned.
-Or press a ready-made experiment: it trains its runs one after the other, about 25 s each.
+Or press a ready-made experiment: it trains its runs one after the other, the same number of steps each (about
+25 s on a quiet server).
 """
 
 
@@ -82,7 +83,7 @@ class ExperimentsTab:
         loss figure, loss-by-timestep figure, grids, table)."""
         if title not in READY_EXPERIMENTS:
             raise gr.Error(f"unknown experiment {title!r}; choose one of: {', '.join(READY_EXPERIMENTS)}")
-        planned = READY_EXPERIMENTS[title].runs(READY_SECONDS)
+        planned = READY_EXPERIMENTS[title].runs(steps=READY_STEPS)
         session = self.registry.session(session_key(request))
         unchanged = (gr.update(),) * 5
 
@@ -156,7 +157,7 @@ def build_tab(registry: SessionRegistry) -> ExperimentsTab:
                 list(READY_EXPERIMENTS),
                 value=first,
                 label="Ready-made experiment",
-                info=f"Trains each variant for {READY_SECONDS:.0f} s on the bundled digits, one after the other.",
+                info=f"Trains each variant for {READY_STEPS} steps on the bundled digits, one after the other.",
             )
             hint = gr.Markdown(look_for(first))
             with gr.Row():
