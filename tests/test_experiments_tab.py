@@ -10,9 +10,11 @@ import gradio as gr
 import pytest
 from gradio_client import Client
 
+from explorer.models import DEFAULT_MODEL
 from explorer.sessions import SessionRegistry
 from explorer.tabs import experiments
 from explorer.tabs.experiments import ExperimentsTab
+from explorer.tabs.sample import SampleTab
 
 
 class FakeRequest:
@@ -96,6 +98,22 @@ def test_stop_ends_a_ready_made_experiment_between_steps(tab, monkeypatch):
     last = list(run)[-1]
     assert last[0].startswith("**Stopped** after 1 of 3 runs")
     assert tab.registry.session("teacher").runs.names() == ["run 1"]
+
+
+def test_an_experiment_holds_a_training_place_so_others_still_sample(tab, monkeypatch):
+    """One user's experiment is a training job: with one place per kind taken by it, another user samples."""
+    monkeypatch.setattr(experiments, "READY_STEPS", 100_000)
+    run = tab.run_ready("linear vs cosine", request=FakeRequest("teacher"))
+    while "Training" not in next(run)[0]:
+        pass
+    sampling = SampleTab(tab.registry).sample(
+        model=DEFAULT_MODEL, sampler="DDIM", steps=2, eta=0, seed=0, count=1, class_choice=None, guidance=1.0,
+        request=FakeRequest("student"),
+    )  # fmt: skip
+    assert "2 of 2 steps" in list(sampling)[-1][0]
+    assert tab.registry.session("teacher").job.kind == "training"
+    tab.stop(FakeRequest("teacher"))
+    assert list(run)[-1][0].startswith("**Stopped**")
 
 
 def test_unknown_experiment_and_runs_are_refused(tab):

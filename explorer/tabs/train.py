@@ -6,7 +6,8 @@ conditioning, and in "Advanced" the schedule's parameters and the loss's weighti
 Schedules tab's "Train with this schedule" fills them in); press Start. While it runs the page shows the loss (raw
 and smoothed), the loss by timestep bucket, the learning rate, the device, images/s and time to go, and a preview
 sampled every few seconds from one fixed noise seed. When it ends (or Stop is pressed) the checkpoint can be
-downloaded as a zip, and the model appears in the Sample tab for this user only.
+downloaded as a zip, the model appears in the Sample tab for this user only, and the run (its curves, samples
+from one fixed noise and quality numbers; explorer.runs) in the Experiments tab.
 
 `TrainTab` holds the callbacks (plain generator methods of their inputs, validated with gr.Error, the same from the
 page, from gradio_client and from tests); the run itself is explorer.training_run.train_live.
