@@ -120,13 +120,15 @@ def _quality_rows(records: Sequence[RunRecord]) -> list[str]:
 
 def plain_reading(records: Sequence[RunRecord], labels: Sequence[str]) -> str:
     """One sentence: which run scores best on the first quality number, or why none can be named."""
+    datasets = sorted({record.config.dataset for record in records})
+    if len(datasets) > 1:
+        return f"These runs learned different data ({', '.join(datasets)}), so their quality numbers do not compare."
     scored = [(r.metrics, label) for r, label in zip(records, labels, strict=True) if r.metrics]
     if not scored:
         return "These runs' data has no quality metric: compare the sample grids by eye."
-    kinds = {metrics["kind"] for metrics, _ in scored}
-    if len(scored) < 2 or len(kinds) > 1:
+    if len(scored) < 2:
         return f"**{scored[0][1]}**: {scored[0][0]['reading']}."
-    key, name, floor, decimals = QUALITY[kinds.pop()][0]
+    key, name, floor, decimals = QUALITY[scored[0][0]["kind"]][0]
     ranked = sorted(scored, key=lambda item: item[0][key])
     (best, best_label), (worst, worst_label) = ranked[0], ranked[-1]
     return (

@@ -3,6 +3,7 @@ what differs between runs, and the experiment zip."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import zipfile
@@ -13,6 +14,7 @@ import torch
 
 from core.experiment import differing_labels, run_label
 from core.training import TrainConfig
+from explorer.experiment_figures import LABEL_HEIGHT, comparison_markdown, labelled_grids, plain_reading
 from explorer.runs import MAX_RUNS, RUN_SAMPLES, RunList, RunRecord, export_experiment, record_run, run_labels
 from explorer.sessions import SessionRegistry
 from explorer.training_run import train_live
@@ -101,3 +103,26 @@ def test_a_finished_run_is_recorded_with_samples_from_one_fixed_noise_and_its_qu
     }
     assert [r["label"] for r in report["runs"]] == ["run 1", "run 2"]
     assert report["runs"][0]["samples"] == "run-1/samples.npz" and len(report["runs"][0]["loss"]) == 3
+
+
+def digit_scores(fd: float) -> dict:
+    return {
+        "kind": "digits", "fd": fd, "fd_real_floor": 80.0, "precision": 0.5, "precision_real_floor": 0.9,
+        "recall": 0.4, "recall_real_floor": 0.9, "confident_fraction": 0.6, "reading": "digits",
+    }  # fmt: skip
+
+
+def test_the_table_bolds_what_differs_and_the_reading_names_the_best_run():
+    runs = RunList()
+    linear, cosine = (fake_record(runs, schedule=name) for name in ("linear", "cosine"))
+    linear, cosine = (dataclasses.replace(r, metrics=digit_scores(fd)) for r, fd in ((linear, 300.0), (cosine, 150.0)))
+    fields, labels = run_labels([linear, cosine])
+    table = comparison_markdown([linear, cosine], labels, fields)
+    assert table.startswith("**cosine** is closest to the real data: FD 150.0 against 300.0 for **linear**")
+    assert "| **schedule** | **linear** | **cosine** |" in table and "| objective | x0 | x0 |" in table
+    assert "| FD (lower is better) | 300.0 (80.0) | 150.0 (80.0) |" in table
+    moons = fake_record(runs, dataset="moons")
+    assert plain_reading([linear, moons], ["a", "b"]).startswith("These runs learned different data (mnist5k, moons)")
+    assert plain_reading([fake_record(runs)] * 2, ["a", "b"]).startswith("These runs' data has no quality metric")
+    grids = labelled_grids([linear.picture, cosine.picture], labels)
+    assert grids.dtype == np.uint8 and grids.shape[0] == 18 + LABEL_HEIGHT
