@@ -76,8 +76,9 @@ def test_labels_name_only_what_differs():
     assert run_labels(same) == ([], ["run 1", "run 2"])  # nothing differs: the run's name
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # two threads beside other busy processes spin for seconds
 def test_a_finished_run_is_recorded_with_samples_from_one_fixed_noise_and_its_quality(tmp_path):
-    config = TrainConfig(steps=3, batch_size=8, objective="x0")
+    config = TrainConfig(steps=3, batch_size=8, objective="x0", num_threads=1)
     runs = RunList()
     timings = []
     *_, last = train_live(config, preview_interval=1e9)
