@@ -178,9 +178,12 @@ def record_run(
 
 def run_labels(records: Sequence[RunRecord]) -> tuple[list[str], list[str]]:
     """The config fields that differ between the runs, and each run's label from them ("cosine" / "linear");
-    a run whose label would be empty (the same settings twice) is labelled by its name."""
+    a label that would be empty is the run's name, one that two runs share gets the name added ("cosine, run 3")."""
     fields, labels = differing_labels([dataclasses.asdict(record.config) for record in records])
-    return fields, [label or record.name for label, record in zip(labels, records, strict=True)]
+    return fields, [
+        record.name if not label else f"{label}, {record.name}" if labels.count(label) > 1 else label
+        for label, record in zip(labels, records, strict=True)
+    ]
 
 
 def export_experiment(records: Sequence[RunRecord], path: Path) -> Path:

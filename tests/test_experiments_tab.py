@@ -4,6 +4,7 @@ experiment (4 steps a run) run and stopped through its callback, and the view in
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import gradio as gr
@@ -125,18 +126,27 @@ def test_unknown_experiment_and_runs_are_refused(tab):
 
 
 def test_the_experiments_view_in_chromium(app_url, page, artifacts, monkeypatch):
-    """Two short runs (a ready-made experiment at 4 steps a run), both chosen: curves, grids and table on one page."""
+    """A run stopped in the Train tab appears in the Experiments tab's list; then two short runs (a ready-made
+    experiment at 4 steps a run), both chosen: curves, grids and table on one page."""
     monkeypatch.setattr(experiments, "READY_STEPS", 4)  # the server runs in this process
     page.goto(app_url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-start").click()
+    page.locator("#train-status").get_by_text(re.compile(r"Training: step \d")).wait_for(timeout=60_000)
+    page.locator("#train-stop").click()
+    page.locator("#train-status").get_by_text("Stopped").wait_for(timeout=60_000)
+    assert "Kept as run 1 in the Experiments tab" in page.locator("#train-status").inner_text()
     page.get_by_role("tab", name="Experiments").click()
+    runs = page.locator("#experiment-runs input[type=checkbox]")
+    page.locator("#experiment-runs").get_by_text("run 1: mnist5k").wait_for(timeout=10_000)
     page.locator("#experiment-start").click()
     progress = page.locator("#experiment-progress")
     progress.get_by_text("all 2 runs done").wait_for(timeout=90_000)
-    runs = page.locator("#experiment-runs input[type=checkbox]")
-    assert runs.count() == 2
-    runs.nth(0).uncheck()  # choose both again by hand
-    page.locator("#experiment-table").get_by_text("run 2:", exact=False).wait_for(timeout=10_000)
-    runs.nth(0).check()
+    assert runs.count() == 3
+    assert [runs.nth(i).is_checked() for i in range(3)] == [False, True, True]  # the experiment's two runs
+    runs.nth(1).uncheck()  # choose both again by hand
+    page.locator("#experiment-table").get_by_text("run 3:", exact=False).wait_for(timeout=10_000)
+    runs.nth(1).check()
     table = page.locator("#experiment-table")
     table.locator("strong", has_text="schedule").wait_for(timeout=10_000)
     assert "cosine" in table.inner_text() and "linear" in table.inner_text()

@@ -74,6 +74,8 @@ def test_labels_name_only_what_differs():
     runs = RunList()
     same = [fake_record(runs), fake_record(runs)]
     assert run_labels(same) == ([], ["run 1", "run 2"])  # nothing differs: the run's name
+    linear = fake_record(runs, schedule="linear")
+    assert run_labels([*same, linear]) == (["schedule"], ["cosine, run 1", "cosine, run 2", "linear"])
 
 
 @pytest.mark.usefixtures("one_torch_thread")  # two threads beside other busy processes spin for seconds
