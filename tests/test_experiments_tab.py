@@ -97,8 +97,18 @@ def test_stop_ends_a_ready_made_experiment_between_steps(tab, monkeypatch):
         first = next(run)
     assert tab.stop(request) == "Stopping after the current step…"
     last = list(run)[-1]
-    assert last[0].startswith("**Stopped** after 1 of 3 runs")
+    assert last[0].startswith("**Stopped** in run 1 of 3")
     assert tab.registry.session("teacher").runs.names() == ["run 1"]
+
+
+def test_stop_before_the_first_step_keeps_no_run_and_says_so(tab):
+    request = FakeRequest("teacher")
+    run = tab.run_ready("linear vs cosine", request=request)
+    assert "Starting on" in next(run)[0]  # the untrained model's preview, before any step
+    tab.stop(request)
+    outputs = list(run)
+    assert outputs[-1][0].startswith("**Stopped** in run 1 of 2") and outputs[-2][5] == experiments.NOTHING_CHOSEN
+    assert tab.registry.session("teacher").runs.names() == []
 
 
 def test_an_experiment_holds_a_training_place_so_others_still_sample(tab, monkeypatch):

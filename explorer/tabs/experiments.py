@@ -22,7 +22,7 @@ from core.data import DatasetError
 from core.experiment import READY_EXPERIMENTS, READY_STEPS  # READY_STEPS: each run's steps (about 25 s)
 from explorer.experiment_figures import comparison_markdown, labelled_grids, runs_bucket_figure, runs_loss_figure
 from explorer.jobs import Job, run_job
-from explorer.runs import RunRecord, export_experiment, record_run, run_labels
+from explorer.runs import RunList, RunRecord, export_experiment, record_run, run_labels
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry
 from explorer.training_run import OutOfMemory, status_line, train_live
 from explorer.widgets import explanation, file_box, pixel_picture, session_key
@@ -46,7 +46,7 @@ class ExperimentsTab:
     def __init__(self, registry: SessionRegistry):
         self.registry = registry
 
-    def _runs(self, request: gr.Request | None):
+    def _runs(self, request: gr.Request | None) -> RunList:
         return self.registry.session(session_key(request)).runs
 
     def run_choices(self, chosen: list[str] | None = None, request: gr.Request | None = None) -> gr.CheckboxGroup:
@@ -64,10 +64,7 @@ class ExperimentsTab:
 
     def compare(self, chosen: list[str] | None, request: gr.Request | None = None) -> tuple:
         """Callback of ticking runs: (loss figure, loss-by-timestep figure, sample grids, table)."""
-        records = self._chosen(chosen, request)
-        if not records:
-            return None, None, None, NOTHING_CHOSEN
-        return view(records)
+        return view(self._chosen(chosen, request))
 
     def export(self, chosen: list[str] | None, request: gr.Request | None = None) -> str:
         """Callback of Export: the ticked runs as experiment.zip (experiment.json, experiment.png, the grids)."""
@@ -101,7 +98,7 @@ class ExperimentsTab:
                     ticks = run_list(session.runs.records(), [r.name for r in done])
                     yield (head + status_line(update) + f"  \n{note}", ticks, *view(done))
                 if job.stopped():
-                    yield (f"**Stopped** after {number} of {len(planned)} runs; what they learned is kept.", *unchanged)
+                    yield (f"**Stopped** in run {number} of {len(planned)}; the runs so far are kept.", *unchanged)
                     return
             yield (f"**{title}: all {len(planned)} runs done.** {READY_EXPERIMENTS[title].look_for}", *unchanged)
 
@@ -128,7 +125,9 @@ def run_list(records: list[RunRecord], ticked: list[str]) -> gr.CheckboxGroup:
 
 def view(records: list[RunRecord]) -> tuple:
     """(loss figure, loss-by-timestep figure, the grids side by side, table) of these runs, labelled by what
-    differs."""
+    differs (with no runs: nothing but what to do)."""
+    if not records:
+        return None, None, None, NOTHING_CHOSEN
     fields, labels = run_labels(records)
     grids = labelled_grids([record.picture for record in records], labels)
     return (
