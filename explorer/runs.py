@@ -4,10 +4,10 @@ Every training run that ends (finished, stopped or diverged, with at least one s
 config, its loss per step, its loss by timestep bucket, RUN_SAMPLES samples of the EMA model drawn with a 20-step
 DDIM from one fixed x_T (the noise of RUN_SEED, the same for every run, so that the grids of two runs differ only by
 what the runs learned), and their quality numbers (core.metrics.score_samples; None for data without a metric).
-Drawing and scoring take 0.8 s for the tiny digit model on 2 idle cores,
-2-3 s while others use them (`record_run` runs them on the compute worker). A user's `RunList` keeps at most MAX_RUNS
-records (the oldest leaves with a note) and is emptied when their session closes (explorer.sessions), so memory
-stays bounded: a record is about 0.5 MB (its samples).
+Drawing and scoring take 0.5 s for the tiny digit model on 2 quiet cores (0.7 s the first time; 2D sets 0.07 s; the
+small U-Net 2-3 s, the seed U-Net 4 s); `record_run` runs them on the compute worker. A user's `RunList` keeps at
+most MAX_RUNS records (the oldest leaves with a note) and is emptied when their session closes (explorer.sessions),
+so memory stays bounded: a record is about 0.5 MB (its samples).
 
 `export_experiment` writes chosen records as a zip in core/experiment.py's format: experiment.json, experiment.png
 (core.experiment.experiment_figure), each run's samples.npz and grid.png.
