@@ -132,7 +132,7 @@ READY_EXPERIMENTS: dict[str, ReadyExperiment] = {
             "linear vs cosine",
             {"schedule": ["linear", "cosine"]},
             "The linear schedule drowns the picture early: half its steps see almost pure noise. Cosine spreads "
-            "the noise evenly over t. Look at the loss by timestep and at the digits after the same few seconds.",
+            "the noise evenly over t. Look at the loss by timestep and at the digits after the same number of steps.",
         ),
         ReadyExperiment(
             "eps vs x0 vs v",
