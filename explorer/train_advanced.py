@@ -13,12 +13,17 @@ import gradio as gr
 from core.diffusion import WEIGHTINGS
 from core.training import TrainConfig
 from explorer.tabs.schedules import MAX_T, MIN_T
-from explorer.widgets import bounded_number, whole_number
+from explorer.widgets import (
+    BETA_END_RANGE,
+    BETA_START_RANGE,
+    COSINE_S_RANGE,
+    bounded_number,
+    number_box,
+    schedule_parameter_boxes,
+    whole_number,
+)
 
 DEFAULTS = TrainConfig()
-BETA_START_RANGE = (1e-6, 0.5)  # as the Schedules tab's boxes
-BETA_END_RANGE = (1e-6, 0.999)
-COSINE_S_RANGE = (1e-5, 0.5)
 GAMMA_RANGE = (0.1, 100.0)
 
 
@@ -69,29 +74,8 @@ def advanced_group() -> tuple[gr.Accordion, dict[str, gr.components.Component]]:
                 elem_id="train-zero-terminal-snr",
             )
         with gr.Row():
-            beta_start = gr.Number(
-                DEFAULTS.beta_start,
-                label="beta_start",
-                minimum=BETA_START_RANGE[0],
-                maximum=BETA_START_RANGE[1],
-                info="Noise added at the first step (linear, sigmoid, scaled_linear).",
-                elem_id="train-beta-start",
-            )
-            beta_end = gr.Number(
-                DEFAULTS.beta_end,
-                label="beta_end",
-                minimum=BETA_END_RANGE[0],
-                maximum=BETA_END_RANGE[1],
-                info="Noise added at the last step (linear, sigmoid, scaled_linear).",
-                elem_id="train-beta-end",
-            )
-            cosine_s = gr.Number(
-                DEFAULTS.cosine_s,
-                label="cosine s",
-                minimum=COSINE_S_RANGE[0],
-                maximum=COSINE_S_RANGE[1],
-                info="Small offset that keeps cosine's first steps from being too tiny.",
-                elem_id="train-cosine-s",
+            beta_start, beta_end, cosine_s = schedule_parameter_boxes(
+                DEFAULTS.beta_start, DEFAULTS.beta_end, DEFAULTS.cosine_s, elem_prefix="train"
             )
         with gr.Row():
             weighting = gr.Radio(
@@ -100,19 +84,17 @@ def advanced_group() -> tuple[gr.Accordion, dict[str, gr.components.Component]]:
                 label="Loss weighting",
                 info="min_snr: stop the almost-clean steps from dominating the loss (Hang et al. 2023).",
             )
-            min_snr_gamma = gr.Number(
+            min_snr_gamma = number_box(
                 DEFAULTS.min_snr_gamma,
-                label="min-SNR gamma",
-                minimum=GAMMA_RANGE[0],
-                maximum=GAMMA_RANGE[1],
-                info="With min_snr: the largest weight a step gets (the paper uses 5).",
+                "min-SNR gamma",
+                GAMMA_RANGE,
+                "With min_snr: the largest weight a step gets (the paper uses 5).",
             )
-            p_uncond = gr.Number(
+            p_uncond = number_box(
                 DEFAULTS.p_uncond,
-                label="Label dropout",
-                minimum=0,
-                maximum=1,
-                info="Class-conditional only: how often the label is hidden, so guidance works later.",
+                "Label dropout",
+                (0, 1),
+                "Class-conditional only: how often the label is hidden, so guidance works later.",
             )
     controls = {
         "num_timesteps": num_timesteps,

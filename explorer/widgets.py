@@ -90,3 +90,48 @@ def file_box(path: str | None) -> gr.File:
     """A download box shows only when it holds a file: `box.change(file_box, box, box)` (an empty box takes room
     while a run goes)."""
     return gr.File(visible=bool(path))
+
+
+def number_box(value: float, label: str, bounds: tuple[float, float], info: str, **options: object) -> gr.Number:
+    """A number control with its range (the page clamps to it; the callbacks check it again) and its one-line
+    explanation."""
+    return gr.Number(value, label=label, minimum=bounds[0], maximum=bounds[1], info=info, **options)
+
+
+BETA_START_RANGE = (1e-6, 0.5)  # the schedule parameters' boxes, in the Schedules tab and the Train tab alike
+BETA_END_RANGE = (1e-6, 0.999)
+COSINE_S_RANGE = (1e-5, 0.5)
+
+
+def schedule_parameter_boxes(
+    beta_start: float, beta_end: float, cosine_s: float, elem_prefix: str | None = None
+) -> tuple[gr.Number, gr.Number, gr.Number]:
+    """The beta_start, beta_end and cosine s boxes (in the current row), the same wherever a schedule is chosen;
+    `elem_prefix` gives them ids like "train-beta-start"."""
+
+    def elem_id(name: str) -> str | None:
+        return f"{elem_prefix}-{name}" if elem_prefix else None
+
+    return (
+        number_box(
+            beta_start,
+            "beta_start",
+            BETA_START_RANGE,
+            "Noise added at the first step (linear, sigmoid, scaled_linear).",
+            elem_id=elem_id("beta-start"),
+        ),
+        number_box(
+            beta_end,
+            "beta_end",
+            BETA_END_RANGE,
+            "Noise added at the last step (linear, sigmoid, scaled_linear).",
+            elem_id=elem_id("beta-end"),
+        ),
+        number_box(
+            cosine_s,
+            "cosine s",
+            COSINE_S_RANGE,
+            "Small offset that keeps cosine's first steps from being too tiny.",
+            elem_id=elem_id("cosine-s"),
+        ),
+    )

@@ -179,7 +179,7 @@ def build_tab(registry: SessionRegistry) -> ExperimentsTab:
             table = gr.Markdown(NOTHING_CHOSEN, elem_id="experiment-table")
             grids = pixel_picture(
                 "Samples of each run",
-                "Drawn from the same noise, so the differences come from what each run learned.",
+                "Same noise for all: any difference is what each run learned.",
                 320,
                 elem_id="experiment-grids",
             )

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from core.schedules import SCHEDULE_NAMES, NoiseSchedule, make_schedule
 from explorer.figures import alpha_bar_figure, amplitude_figure, beta_figure, half_signal_step, log_snr_figure
-from explorer.widgets import explanation, whole_number
+from explorer.widgets import explanation, schedule_parameter_boxes, whole_number
 
 ZTSNR_SUFFIX = " + zero terminal SNR"
 SCHEDULE_CHOICES: tuple[str, ...] = (*SCHEDULE_NAMES, *(f"{name}{ZTSNR_SUFFIX}" for name in SCHEDULE_NAMES))
@@ -214,27 +214,7 @@ def build_tab() -> SchedulesControls:
                 label="T (number of steps)",
                 info="How many small noising steps lead from the image to noise.",
             )
-            beta_start = gr.Number(
-                1e-4,
-                label="beta_start",
-                minimum=1e-6,
-                maximum=0.5,
-                info="Noise added at the first step (linear, sigmoid, scaled_linear).",
-            )
-            beta_end = gr.Number(
-                0.02,
-                label="beta_end",
-                minimum=1e-6,
-                maximum=0.999,
-                info="Noise added at the last step (linear, sigmoid, scaled_linear).",
-            )
-            cosine_s = gr.Number(
-                0.008,
-                label="cosine s",
-                minimum=1e-5,
-                maximum=0.5,
-                info="Small offset that keeps cosine's first steps from being too tiny.",
-            )
+            beta_start, beta_end, cosine_s = schedule_parameter_boxes(1e-4, 0.02, 0.008)
             log_beta = gr.Checkbox(
                 True, label="log scale for beta_t", info="Spread out the tiny early betas so you can compare them."
             )
