@@ -29,9 +29,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core.charts import draw_line_chart
 from core.checkpoint import load_checkpoint
-from core.data import dataset_kind
 from core.imaging import make_grid, points_to_image, save_images, save_points, to_pil, to_uint8
-from core.metrics import DIGIT_DATASETS, score_samples
+from core.metrics import has_metric, score_samples
 from core.samplers import draw_noise, make_sampler, sample
 from core.training import TrainConfig, Trainer
 
@@ -246,8 +245,7 @@ def run_one(run: PlannedRun, n: int, out: Path, seed: int) -> dict:
     else:
         save_images(samples, folder / SAMPLES_FILE)
     dataset = run.config.dataset
-    scorable = dataset_kind(dataset) == "points" or dataset in DIGIT_DATASETS
-    metrics = score_samples(samples, dataset) if scorable and n >= 2 else None
+    metrics = score_samples(samples, dataset) if has_metric(dataset) and n >= 2 else None
     log.info("%s: %d steps, last loss %.4f%s", run.name, trainer.step, losses[-1] if losses else float("nan"),
              f", {metrics['reading']}" if metrics else "")  # fmt: skip
     return {

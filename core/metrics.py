@@ -298,6 +298,11 @@ def plain_reading(scores: dict) -> str:
     return "close to real digits, slightly off"
 
 
+def has_metric(dataset: str) -> bool:
+    """Whether `score_samples` can score samples of `dataset`: the digits and the 2D toy sets."""
+    return dataset in DIGIT_DATASETS or dataset_kind(dataset) == "points"
+
+
 def score_samples(samples: Tensor, dataset: str, *, seed: int = 0, split: ReferenceSplit = "report") -> dict:
     """Score a model's samples of `dataset`, with their real-vs-real floors and a plain reading (JSON-ready).
 
@@ -307,11 +312,11 @@ def score_samples(samples: Tensor, dataset: str, *, seed: int = 0, split: Refere
     "sw_real_floor", "nn_distance", "nn_real_floor", "n") plus "kind": "points", "dataset" and "reading".
     `split` (digits only) chooses the reference digits: "report" (default) or "tune". N >= 2 and finite values,
     else ValueError; other image sets are refused with a ValueError, as the networks only know digits."""
+    if not has_metric(dataset):
+        raise ValueError(f"no quality metric for {dataset!r}: digits ({', '.join(DIGIT_DATASETS)}) or 2D toy sets")
     if dataset_kind(dataset) == "points":
         scores = {**evaluate_points(samples, dataset, seed=seed), "kind": "points", "dataset": dataset}
         return {**scores, "reading": points_reading(scores)}
-    if dataset not in DIGIT_DATASETS:
-        raise ValueError(f"no quality metric for {dataset!r}: digits ({', '.join(DIGIT_DATASETS)}) or 2D toy sets")
     scores = evaluate_samples(samples, seed=seed, split=split)
     floor = real_scores(scores["n"], seed, split)
     scores.update(

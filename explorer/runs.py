@@ -28,10 +28,9 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from core.data import dataset_kind
 from core.experiment import EXPERIMENT_FILE, FIGURE_FILE, SAMPLES_FILE, differing_labels, experiment_figure
 from core.imaging import save_images, save_points
-from core.metrics import DIGIT_DATASETS, score_samples
+from core.metrics import has_metric, score_samples
 from core.training import TrainConfig
 from explorer.training_run import PREVIEW_IMAGES, LiveUpdate, Preview
 
@@ -127,11 +126,6 @@ class RunList:
     def __len__(self) -> int:
         with self._lock:
             return len(self._runs)
-
-
-def has_metric(dataset: str) -> bool:
-    """Whether core.metrics.score_samples can score samples of `dataset` (digits and the 2D toy sets)."""
-    return dataset in DIGIT_DATASETS or dataset_kind(dataset) == "points"
 
 
 def _draw_and_score(update: LiveUpdate) -> tuple[Tensor, np.ndarray, dict | None]:
