@@ -119,10 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the training flags describe (each flag is named after its field); --time-budget alone means
+    no step limit."""
     steps = args.steps if args.steps is not None else (None if args.time_budget else TrainConfig().steps)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    config = TrainConfig(**{**given, "steps": steps})  # every train flag is named after its TrainConfig field
+    return TrainConfig(**{**given, "steps": steps})
+
+
+def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    config = config_from_args(args)
+    steps = config.steps
     try:
         trainer = Trainer(config, resume_from=args.resume)
     except (ValueError, CheckpointError, FileNotFoundError) as error:
@@ -308,10 +315,8 @@ def run_experiment_command(args: argparse.Namespace, parser: argparse.ArgumentPa
     """Plan every run (refusing bad --vary values before any training), run them, print where the records are."""
     if args.n > MAX_SAMPLES:
         parser.error(f"--n must be at most {MAX_SAMPLES}, got {args.n}")
-    steps = args.steps if args.steps is not None else (None if args.time_budget else TrainConfig().steps)
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     try:
-        runs = plan_runs(TrainConfig(**{**given, "steps": steps}), parse_vary(args.vary))
+        runs = plan_runs(config_from_args(args), parse_vary(args.vary))
     except ValueError as error:
         parser.error(str(error))
     print(f"{len(runs)} runs: {', '.join(run.name for run in runs)}", file=sys.stderr)
