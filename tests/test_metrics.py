@@ -10,8 +10,8 @@ import shutil
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from core.calibration import blur
 from core.classifier import (
     CLASSIFIER_DIR,
     FEATURE_NET_DIR,
@@ -47,17 +47,6 @@ def halves(heldout):
     """Two disjoint random halves (500 + 500) of the held-out digits: samples and reference."""
     order = torch.randperm(1000, generator=torch.Generator().manual_seed(7))
     return heldout.images[order[:500]], heldout.images[order[500:]]
-
-
-def blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """Gaussian blur with the background (-1) beyond the border."""
-    radius = 4
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    padded = F.pad(images, (radius,) * 4, value=-1.0)
-    out = F.conv2d(padded, kernel.view(1, 1, 1, -1))
-    return F.conv2d(out, kernel.view(1, 1, -1, 1))
 
 
 # ------------------------------------------------------------------------------------------ the shipped classifier
@@ -157,7 +146,7 @@ def test_metrics_rank_real_digits_far_above_blurred_digits_and_noise(halves):
     noise = torch.randn(500, 1, 32, 32, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     uniform = torch.rand(500, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     fd_real = frechet_distance(samples, reference)
-    fd_blur = frechet_distance(blur(samples), reference)
+    fd_blur = frechet_distance(blur(samples, 1.0), reference)
     fd_noise = frechet_distance(noise, reference)
     assert fd_real * 10 < fd_blur < fd_noise / 10  # the old features put noise and 2-px blur at one value
     assert fd_real * 10 < frechet_distance(uniform, reference)
@@ -166,7 +155,7 @@ def test_metrics_rank_real_digits_far_above_blurred_digits_and_noise(halves):
     assert frechet_distance(reference, samples) == pytest.approx(fd_real, rel=1e-6)
     assert confident_fraction(samples) > 0.95
     assert confident_fraction(noise) < 0.1 and confident_fraction(uniform) < 0.1
-    assert confident_fraction(blur(samples)) < confident_fraction(samples)
+    assert confident_fraction(blur(samples, 1.0)) < confident_fraction(samples)
     assert confident_fraction(samples, threshold=0.5) >= confident_fraction(samples, threshold=0.99)
 
 
@@ -187,7 +176,7 @@ def test_evaluate_samples_and_the_real_floor(halves, heldout):
     assert result["class_entropy"] == pytest.approx(math.log(10), abs=0.02) and result["split"] == "report"
     floor = real_floor(500)  # the tune split's 500 digits against the report split's 500
     assert floor == real_scores(500)["fd"] and real_floor(200) != real_floor(200, seed=1)
-    assert 0 < floor < frechet_distance(blur(samples)) / 10
+    assert 0 < floor < frechet_distance(blur(samples, 1.0)) / 10
     assert real_floor(50) > real_floor(200) > floor  # FD is biased upward at small n
     assert real_floor(1000) > 0  # n > 500: bootstrap
     assert real_floor(500, split="tune") == pytest.approx(floor)  # the same two sets, the other way round
