@@ -16,7 +16,7 @@ from core import __version__
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.sessions import SessionRegistry
-from explorer.tabs import compare, embedding, experiments, forward, sample, schedules, train, unet
+from explorer.tabs import compare, embedding, experiments, forward, quality, sample, schedules, train, unet
 from explorer.widgets import session_key
 
 TITLE = "DDPM Explorer"
@@ -82,6 +82,7 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
             with gr.Tab("Sample", id=TAB_IDS["Sample"]) as sample_page:
                 sample_tab = sample.build_tab(registry)
                 compare.build_section(sample_tab)
+                quality.build_section(sample_tab)
             with gr.Tab("Experiments", id=TAB_IDS["Experiments"]) as experiments_page:
                 experiments_tab = experiments.build_tab(registry)
         # "Train with this schedule": the Schedules tab's choice fills the Train tab's controls, opens its

@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from core.noise_levels import schedule_sigmas
+from explorer.trajectory import format_t
+
 FONT_SIZE = 16
 FIGURE_HEIGHT = 460
 TITLE_OFFSET_PX = 38
@@ -346,30 +349,42 @@ def lr_figure(steps, lrs) -> go.Figure:
 # ---- sampling ----------------------------------------------------------------------------------------------------
 
 
-def visited_timesteps_figure(schedule, visited, current: int | None = None) -> go.Figure:
-    """alpha-bar_t with a dot at every timestep the sampler visited (and a large one at the step on show)."""
-    visited = np.asarray(visited, dtype=np.int64)
+def alpha_bar_at(schedule, timesteps) -> np.ndarray:
+    """alpha-bar at each timestep, whole or fractional: a fractional t (Karras sigmas) lies between two timesteps
+    the way core.noise_levels.sigma_to_timestep puts it there, linearly in log sigma."""
+    t = np.asarray(timesteps, dtype=np.float64)
+    alpha_bar = schedule.alphas_cumprod.numpy().astype(np.float64)
+    whole = np.clip(np.round(t), 0, len(alpha_bar) - 1).astype(np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # sigma is infinite at zero terminal SNR's last t
+        log_sigma = np.interp(t, np.arange(len(alpha_bar)), np.log(schedule_sigmas(schedule)))
+        between = 1.0 / (1.0 + np.exp(2.0 * log_sigma))
+    return np.where(t == whole, alpha_bar[whole], between)
+
+
+def visited_timesteps_figure(schedule, visited, current: float | None = None) -> go.Figure:
+    """alpha-bar_t with a dot at every timestep the network was called at (and a large one at the call on show)."""
+    visited = np.asarray(visited, dtype=np.float64)
     alpha_bar = schedule.alphas_cumprod.numpy()
     fig = go.Figure(_line(_timesteps(schedule), alpha_bar, "alpha-bar_t", {"color": "#999", "width": 2}, "%{y:.4g}"))
     fig.add_trace(
         go.Scatter(
             x=visited,
-            y=alpha_bar[visited],
+            y=alpha_bar_at(schedule, visited),
             mode="markers",
-            name=f"visited ({len(visited)} steps)",
+            name=f"visited ({len(visited)} network calls)",
             marker={"color": PALETTE[0], "size": 7},
-            hovertemplate="t = %{x}: alpha-bar %{y:.4g}<extra></extra>",
+            hovertemplate="t = %{x:.1~f}: alpha-bar %{y:.4g}<extra></extra>",
         )
     )
     if current is not None:
         fig.add_trace(
             go.Scatter(
                 x=[current],
-                y=[alpha_bar[current]],
+                y=alpha_bar_at(schedule, [current]),
                 mode="markers",
-                name=f"on show: t = {current}",
+                name=f"on show: t = {format_t(current)}",
                 marker={"color": PALETTE[3], "size": 16, "symbol": "diamond"},
-                hovertemplate="t = %{x}<extra>on show</extra>",
+                hovertemplate="t = %{x:.1~f}<extra>on show</extra>",
             )
         )
     fig = styled(fig, "Where the sampler stepped on the alpha-bar curve", "timestep t", "alpha-bar_t", height=380)

@@ -2,13 +2,15 @@
 everyone, loaded once), and each user's own, trained in the Train tab or uploaded as a zip (kept in their session).
 
 A `ModelEntry` wraps a loaded `core.checkpoint.Checkpoint` with what the tab needs to know about it: images or
-2D points, its sample shape, whether it takes a class, and (for 2D models) the true data to draw under samples.
+2D points, its sample shape, whether it takes a class, (for 2D models) the true data to draw under samples, and
+where its sample quality against network calls comes from: a shipped model's precomputed sweep
+(core.sampler_sweep.QUALITY_FILE in its folder), or what the user measured for their own one in this session.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +19,8 @@ from torch import Tensor, nn
 from core.checkpoint import Checkpoint, load_checkpoint
 from core.data import ASSETS
 from core.device import pick_device
+from core.metrics import has_metric
+from core.sampler_sweep import QUALITY_FILE, SweepPoint
 from core.samplers import SamplingDefaults
 from core.toy_data import TOY_DATASET_NAMES, load_toy
 
@@ -40,6 +44,12 @@ class ModelEntry:
 
     name: str
     checkpoint: Checkpoint
+    quality_path: Path | None = None  # a shipped model's precomputed sampler sweep (may not exist yet)
+    measured: list[SweepPoint] = field(default_factory=list)  # a user's own model: the sweep they measured
+
+    @property
+    def shipped(self) -> bool:
+        return self.quality_path is not None
 
     @property
     def model(self) -> nn.Module:
@@ -60,13 +70,23 @@ class ModelEntry:
     @property
     def sampling_defaults(self) -> SamplingDefaults:
         """The sampler settings this model samples best with, for the Sample tab's controls: `.sampler` is core's
-        name, "ddim" or "ddpm" (the tab's radio spells it `.sampler.upper()`), `.steps` an int in 1..T, `.eta` a
-        float in 0..1. From the checkpoint's config.json record, or its objective's defaults when it has none."""
+        name (the tab shows explorer.sampling_run.SAMPLER_LABELS[name]), `.steps` an int in 1..T, `.eta` a float in
+        0..1, `.spacing` one of core.noise_levels.SPACINGS. From the checkpoint's config.json record, or its
+        objective's defaults when it has none."""
         return self.checkpoint.sampling_defaults
 
     @property
     def dataset_name(self) -> str:
         return str(self.checkpoint.config.get("dataset", {}).get("name", "?"))
+
+    @property
+    def scorable(self) -> bool:
+        """Whether core.metrics can score its samples (the digits, the 2D toy sets); False for data it does not
+        know, such as a checkpoint that names no data set."""
+        try:
+            return has_metric(self.dataset_name)
+        except ValueError:  # has_metric refuses names core.data does not know
+            return False
 
     @functools.cached_property
     def reference_points(self) -> Tensor | None:
@@ -97,7 +117,9 @@ def load_entry(name: str, directory: str | Path) -> ModelEntry:
 
 @functools.lru_cache(maxsize=len(PRETRAINED))
 def _pretrained(folder: str) -> ModelEntry:
-    return load_entry(PRETRAINED[folder], PRETRAINED_DIR / folder)
+    entry = load_entry(PRETRAINED[folder], PRETRAINED_DIR / folder)
+    entry.quality_path = PRETRAINED_DIR / folder / QUALITY_FILE
+    return entry
 
 
 def pretrained_names() -> list[str]:

@@ -1,5 +1,10 @@
 """Sampling for the Sample tab: checked settings, the starting noise x_T from a seed, and runs that yield every
-step of core.samplers.denoise into a `Trajectory`.
+network call of core.samplers.denoise into a `Trajectory`.
+
+The samplers by the names the page shows (`SAMPLER_LABELS`: "DDPM", "DDIM", "Euler", ... for core.samplers' "ddpm",
+"ddim", "euler", ...), each with a timestep spacing (core.noise_levels.SPACINGS). `check_settings` refuses what a
+model cannot run with a message that says why: an unknown sampler or spacing, steps outside 1..T, Karras sigmas or
+Euler and Heun on a schedule with zero terminal SNR, and an eps-predicting model asked to start at alpha-bar = 0.
 
 A run takes turns on the cores with every other heavy run: each network step runs through `compute` (the app's one
 compute thread, explorer.compute_worker.ComputeWorker; by default the caller's own thread), and the run ends at the next
@@ -19,7 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.samplers import SAMPLERS, Step, denoise, draw_noise, make_sampler
+from core.noise_levels import SPACINGS
+from core.sampler_base import Step, draw_noise
+from core.samplers import SAMPLERS, denoise, make_sampler
 from explorer.models import ModelEntry
 from explorer.trajectory import Trajectory
 
@@ -29,21 +36,56 @@ MAX_GUIDANCE = 10.0
 MAX_SEED = 2**31 - 1
 EACH_CLASS = -1  # label value meaning "each class in turn" (0, 1, 2, ...)
 STEP_NOISE_OFFSET = 1  # the noise added during sampling uses seed + 1, x_T uses seed
+SAMPLER_LABELS: dict[str, str] = {  # core.samplers' name -> the name the page shows (and the API takes)
+    "ddpm": "DDPM",
+    "ddim": "DDIM",
+    "euler": "Euler",
+    "euler_ancestral": "Euler ancestral",
+    "heun": "Heun",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_sde": "DPM++ 2M SDE",
+}
+
+
+def sampler_name(value: object) -> str:
+    """core.samplers' name of a sampler given by its label ("DPM++ 2M") or its name ("dpmpp_2m"), in any case;
+    ValueError listing the labels otherwise."""
+    text = str(value).strip().lower()
+    for name, label in SAMPLER_LABELS.items():
+        if text in (name, label.lower()):
+            return name
+    raise ValueError(f"sampler must be one of {', '.join(SAMPLER_LABELS.values())}, got {value!r}")
+
+
+def sampler_label(name: str, eta: float = 0.0) -> str:
+    """The page's name of a sampler; DDIM with its eta ("DDIM eta 0")."""
+    return f"DDIM eta {eta:g}" if name == "ddim" else SAMPLER_LABELS[name]
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Which sampler, how many network calls, and DDIM's eta (0 deterministic, 1 as noisy as DDPM)."""
+    """Which sampler, how many steps, DDIM's eta (0 deterministic, 1 as noisy as DDPM) and the timestep spacing."""
 
-    sampler: str  # "ddpm" or "ddim"
+    sampler: str  # a key of core.samplers.SAMPLERS
     steps: int
-    eta: float = 0.0
+    eta: float = 0.0  # DDIM only
+    spacing: str = "leading"  # one of core.noise_levels.SPACINGS
+
+    @property
+    def calls(self) -> int:
+        """Network calls per sample: the steps, but 2 steps - 1 for Heun."""
+        return SAMPLERS[self.sampler].network_calls(self.steps)
+
+    @property
+    def label(self) -> str:
+        return SAMPLER_LABELS[self.sampler]
 
     @property
     def title(self) -> str:
-        if self.sampler == "ddim":
-            return f"DDIM, {self.steps} steps, eta {self.eta:g}"
-        return f"DDPM, {self.steps} steps"
+        """e.g. "DDIM, 50 steps, eta 0, leading spacing" or "Heun, 5 steps (9 network calls), karras spacing"."""
+        calls = f" ({self.calls} network calls)" if self.calls != self.steps else ""
+        eta = f", eta {self.eta:g}" if self.sampler == "ddim" else ""
+        return f"{self.label}, {self.steps} steps{calls}{eta}, {self.spacing} spacing"
 
 
 @dataclass(frozen=True)
@@ -74,17 +116,29 @@ def _whole(name: str, value: object, low: int, high: int) -> int:
     return int(number)
 
 
-def check_settings(entry: ModelEntry, sampler: str, steps: object, eta: object) -> SamplerSettings:
-    """SamplerSettings for this model, or ValueError naming the bad value and the allowed range."""
-    name = str(sampler).lower()
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(s.upper() for s in SAMPLERS)}, got {sampler!r}")
-    num_timesteps = entry.checkpoint.schedule.num_timesteps
-    steps = _whole("steps", steps, 1, num_timesteps)
+def check_settings(
+    entry: ModelEntry, sampler: str, steps: object, eta: object, spacing: str | None = None
+) -> SamplerSettings:
+    """SamplerSettings for this model, or ValueError naming the bad value and the allowed range, or saying why this
+    sampler cannot start on this model's schedule. spacing None: the one the model's checkpoint records."""
+    name = sampler_name(sampler)
+    schedule = entry.checkpoint.schedule
+    steps = _whole("steps", steps, 1, schedule.num_timesteps)
     eta = _number("eta", eta)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be from 0 to 1, got {eta:g}")
-    return SamplerSettings(name, steps, eta if name == "ddim" else 1.0)
+    spacing = entry.sampling_defaults.spacing if spacing is None else spacing
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    settings = SamplerSettings(name, steps, eta if name == "ddim" else 0.0, spacing)
+    levels = make_sampler(name, schedule, objective=entry.checkpoint.objective, spacing=spacing).levels(steps)
+    if entry.checkpoint.objective == "eps" and levels.alpha_bars[0] == 0.0:
+        raise ValueError(
+            f"{settings.label} with the {spacing} spacing starts at t = {levels.timesteps[0]:g}, where alpha-bar is 0 "
+            "(zero terminal SNR), and this model predicts the noise eps, which cannot be read from pure noise; choose "
+            "the 'leading' spacing (it starts below T-1)"
+        )
+    return settings
 
 
 def check_request(
@@ -96,10 +150,12 @@ def check_request(
     count: object,
     label: object = None,
     guidance: object = 1.0,
+    spacing: str | None = None,
 ) -> SampleRequest:
     """A SampleRequest, or ValueError for any value out of range (whether it came from the page or a script).
-    label: None, a class 0..num_classes-1, or EACH_CLASS; ignored (None) for an unconditional model."""
-    settings = check_settings(entry, sampler, steps, eta)
+    label: None, a class 0..num_classes-1, or EACH_CLASS; ignored (None) for an unconditional model. spacing: see
+    check_settings."""
+    settings = check_settings(entry, sampler, steps, eta, spacing)
     seed = _whole("seed", seed, 0, MAX_SEED)
     most = MAX_POINTS if entry.is_points else MAX_IMAGES
     count = _whole("number of points" if entry.is_points else "number of images", count, 1, most)
@@ -144,7 +200,7 @@ def run_sampling(
     stop: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[Step, Trajectory]]:
     """Sample from x_T, yielding (step, trajectory so far) after every network call; the trajectory records
-    every step (see explorer.trajectory). Ends early, between steps, when stop() returns True."""
+    every call (see explorer.trajectory). Ends early, between calls, when stop() returns True."""
     schedule = entry.checkpoint.schedule
     sampler = make_sampler(
         settings.sampler,
@@ -152,16 +208,19 @@ def run_sampling(
         eta=settings.eta,
         objective=entry.checkpoint.objective,
         clip_x0=True,  # pixels and the 2D toy sets both live in [-1, 1]
+        spacing=settings.spacing,
     )
     generator = torch.Generator().manual_seed(seed + STEP_NOISE_OFFSET)
     trajectory = Trajectory(
         settings.title,
         x_T.detach().float().cpu(),
-        settings.steps,
+        settings.calls,
         entry.is_points,
         entry.reference_points,
         schedule,
         dataset=entry.dataset_name,
+        num_steps=settings.steps,
+        sampler=settings.label,
     )
     steps = denoise(entry.model, sampler, x_T, settings.steps, y=labels, guidance_scale=guidance, generator=generator)
 

@@ -1,10 +1,13 @@
-"""A sampling run as the Sample tab replays it: for each saved step, the state x_t, the predicted clean sample
-x0 and the predicted noise, with the timesteps visited, so a slider can scrub through them and a GIF can be made;
-and `step_pictures`, the same three pictures of a step as it happens.
+"""A sampling run as the Sample tab replays it: for each saved network call, the state x_t, the predicted clean
+sample x0 and the predicted noise, with the timesteps visited, so a slider can scrub through them and a GIF can be
+made; and `step_pictures`, the same three pictures of a call as it happens.
+
+A run makes one network call per sampler step, except Heun: two per step (a predictor, then a corrector), one on the
+last. Karras sigmas put the network at fractional timesteps (`format_t` writes them with one decimal).
 
 Images are kept as uint8 (what the page shows; noise as +-3 sigma), 2D points as float32. Long runs keep an evenly
-spaced subset of their steps (always the first and the last) so that one user's trajectory stays under
-`MAX_TRAJECTORY_BYTES`; `saved` lists which step indices were kept.
+spaced subset of their calls (always the first and the last) so that one user's trajectory stays under
+`MAX_TRAJECTORY_BYTES`; `saved` lists which call indices were kept.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from torch import Tensor
 
 from core.imaging import to_uint8
-from core.samplers import Step
+from core.sampler_base import Step
 from core.schedules import NoiseSchedule
 from explorer.images import (
     DISPLAY_SIDE,
@@ -36,6 +39,12 @@ MAX_TRAJECTORY_BYTES = 48 * 2**20
 CLEAN = -1  # t_prev of the last step: the clean sample
 
 
+def format_t(t: float) -> str:
+    """A timestep as the page writes it: whole ones as they are ("412"), fractional ones with one decimal
+    ("412.3")."""
+    return f"{t:g}" if float(t).is_integer() else f"{t:.1f}"
+
+
 def step_pictures(step: Step, is_points: bool, reference: Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The live pictures of one step as it happens: x_t, predicted x0, predicted noise (2D points: over the
     `reference` data set)."""
@@ -44,16 +53,16 @@ def step_pictures(step: Step, is_points: bool, reference: Tensor | None) -> tupl
     return grid_picture(step.x_t), grid_picture(step.pred_x0), noise_picture(step.pred_eps)
 
 
-def saved_step_indices(num_steps: int, max_saved: int = MAX_SAVED_STEPS) -> list[int]:
-    """Which of num_steps step indices a trajectory keeps: all of them, or max_saved evenly spaced ones
+def saved_step_indices(num_calls: int, max_saved: int = MAX_SAVED_STEPS) -> list[int]:
+    """Which of num_calls call indices a trajectory keeps: all of them, or max_saved evenly spaced ones
     including the first and the last."""
-    if num_steps <= max_saved:
-        return list(range(num_steps))
-    return sorted({int(i) for i in np.linspace(0, num_steps - 1, max_saved).round()})
+    if num_calls <= max_saved:
+        return list(range(num_calls))
+    return sorted({int(i) for i in np.linspace(0, num_calls - 1, max_saved).round()})
 
 
 def max_saved_for(x_T: Tensor, is_points: bool) -> int:
-    """The most steps that fit the byte budget for this batch (three arrays per step)."""
+    """The most calls that fit the byte budget for this batch (three arrays per call)."""
     per_value = 4 if is_points else 1
     per_step = 3 * x_T.numel() * per_value
     return max(2, min(MAX_SAVED_STEPS, MAX_TRAJECTORY_BYTES // per_step))
@@ -63,25 +72,29 @@ def max_saved_for(x_T: Tensor, is_points: bool) -> int:
 class Trajectory:
     """The record of one sampling run (see the module docstring)."""
 
-    title: str  # e.g. "DDIM, 50 steps, eta 0"
+    title: str  # e.g. "DDIM, 50 steps, eta 0, leading spacing"
     x_T: Tensor  # the starting noise, float32 on the CPU
-    num_steps: int
+    num_calls: int  # network calls of the whole run
     is_points: bool
     reference: Tensor | None = None  # 2D models: the true data, drawn under the points
     schedule: NoiseSchedule | None = None  # the model's (for the alpha-bar figure)
     dataset: str | None = None  # what the model was trained on (for scoring its samples)
-    timesteps: list[int] = field(default_factory=list)  # every t the network was evaluated at, in order
-    saved: list[int] = field(default_factory=list)  # step indices kept below
+    num_steps: int = 0  # sampler steps (0: one per call)
+    sampler: str = ""  # the sampler's name on the page, e.g. "Heun" (for the captions)
+    timesteps: list[float] = field(default_factory=list)  # every t the network was evaluated at, in order
+    sampler_steps: list[int] = field(default_factory=list)  # the sampler step of every call, in order
+    saved: list[int] = field(default_factory=list)  # call indices kept below
     x_t: list[np.ndarray] = field(default_factory=list)
     pred_x0: list[np.ndarray] = field(default_factory=list)
     pred_eps: list[np.ndarray] = field(default_factory=list)
-    t_saved: list[int] = field(default_factory=list)  # t of each saved step
-    t_prev_saved: list[int] = field(default_factory=list)  # noise level of each saved x_t (-1 = clean)
+    t_saved: list[float] = field(default_factory=list)  # t of each saved call
+    t_prev_saved: list[float] = field(default_factory=list)  # noise level of each saved x_t (-1 = clean)
     final: Tensor | None = None  # the finished sample, float32 on the CPU
     seconds: float = 0.0  # wall time of the network and sampler steps
 
     def __post_init__(self) -> None:
-        self._keep = set(saved_step_indices(self.num_steps, max_saved_for(self.x_T, self.is_points)))
+        self.num_steps = self.num_steps or self.num_calls
+        self._keep = set(saved_step_indices(self.num_calls, max_saved_for(self.x_T, self.is_points)))
 
     def _store(self, x: Tensor, scale: float = 1.0) -> np.ndarray:
         if self.is_points:
@@ -89,8 +102,9 @@ class Trajectory:
         return to_uint8(x / scale)
 
     def add(self, step: Step) -> None:
-        """Record one step of core.samplers.denoise (kept if it is one of the saved indices)."""
+        """Record one network call of core.samplers.denoise (kept if it is one of the saved indices)."""
         self.timesteps.append(step.t)
+        self.sampler_steps.append(step.sampler_step)
         if step.t_prev == CLEAN:
             self.final = step.x_t.detach().float().cpu()
         if step.index not in self._keep:
@@ -107,13 +121,25 @@ class Trajectory:
         return self.final is not None
 
     def __len__(self) -> int:
-        """Number of saved steps (the slider's range)."""
+        """Number of saved calls (the slider's range)."""
         return len(self.saved)
 
+    def call_name(self, call: int) -> str:
+        """Which call this is: "step 7 of 50" when every step makes one call, else e.g. "call 7 of 9 (Heun step 4
+        of 5, corrector)" (the predictor and corrector of a step are told apart once both are recorded)."""
+        if self.num_calls == self.num_steps:
+            return f"step {call + 1} of {self.num_steps}"
+        step = self.sampler_steps[call]
+        role = ""
+        if self.sampler_steps.count(step) == 2:  # Heun: a predictor, then a corrector
+            role = ", predictor" if call == self.sampler_steps.index(step) else ", corrector"
+        return f"call {call + 1} of {self.num_calls} ({self.sampler} step {step + 1} of {self.num_steps}{role})"
+
     def caption(self, i: int) -> str:
+        """What saved call i did: e.g. "step 7 of 50: network at t = 412.3, now x at t = 300"."""
         t_prev = self.t_prev_saved[i]
-        level = "the clean sample" if t_prev == CLEAN else f"x at t = {t_prev}"
-        return f"step {self.saved[i] + 1} of {self.num_steps}: network at t = {self.t_saved[i]}, now {level}"
+        level = "the clean sample" if t_prev == CLEAN else f"x at t = {format_t(t_prev)}"
+        return f"{self.call_name(self.saved[i])}: network at t = {format_t(self.t_saved[i])}, now {level}"
 
     def pictures(self, i: int, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The three pictures of saved step i: x_t, predicted x0, predicted noise (about `side` pixels wide)."""
@@ -131,7 +157,7 @@ class Trajectory:
         return np.stack([self.x_T.numpy(), *self.x_t], axis=1)
 
     def write_gif(self, path: str | Path, frame_ms: int = 80) -> Path:
-        """An animated GIF with one frame per saved step: x_t and predicted x0 side by side, captioned."""
+        """An animated GIF with one frame per saved call: x_t and predicted x0 side by side, captioned."""
         frames = []
         for i in range(len(self)):
             x_t, x0, _ = self.pictures(i, GIF_SIDE)

@@ -225,6 +225,7 @@ CASES = [
     case("/sample", not_a_choice(7), SAMPLE, class_choice="7"),
     case("/sample", below(-1, 0), SAMPLE, guidance=-1),
     case("/sample", above(11, "10.0"), SAMPLE, guidance=11),
+    case("/sample", not_a_choice("nope"), SAMPLE, spacing="nope"),
     case("/show_step", below(-1, 0), index=-1),
     case("/show_step", r"Value 1000000 is greater than maximum value \d+\.", index=10**6),
     case("/upload_checkpoint", says("Choose a checkpoint .zip first"), path=None),
@@ -244,6 +245,11 @@ CASES = [
     ),
     case("/compare", below(-1, 0), COMPARE, eta_b=-1),
     case("/compare", above(2, 1), COMPARE, eta_b=2),
+    case("/compare", not_a_choice("nope"), COMPARE, spacing="nope"),
+    case("/compare", not_a_choice("cosine"), COMPARE, spacing_b="cosine"),
+    case("/sampler_quality", says("unknown model 'nope'; choose one of: Digits (pretrained)"), model="nope"),
+    case("/measure_quality", says("unknown model 'nope'; choose one of: Digits (pretrained)"), model="nope"),
+    case("/measure_quality", says("measuring is for your own models"), model="Digits (pretrained)"),
     # Experiments (a fresh client has no runs, so any run name is not a choice)
     case("/list_runs", not_a_choice("run 1"), chosen=["run 1"]),
     case("/compare_runs", not_a_choice("nope"), chosen=["nope"]),
@@ -256,6 +262,7 @@ CASES = [
 NO_PARAMETERS = {
     "/stop_training": ("Nothing to stop: no training run is going.", False),
     "/stop_sampling": ("Nothing to stop: no sampling run is going.", False),
+    "/stop_measuring": ("Nothing to stop: nothing is being measured.", False),
     "/export_gif": ("Sample first: there is no run to turn into a GIF yet.", True),
     "/score_samples": ("Sample first, and let the run finish: only finished samples can be scored.", True),
 }

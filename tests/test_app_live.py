@@ -15,10 +15,18 @@ from safetensors.torch import load_file
 
 from core.checkpoint import EMA_FILE, checkpoint_file
 from explorer.figures import MAX_LOG_TICKS
-from explorer.models import DEFAULT_MODEL
+from explorer.models import DEFAULT_MODEL, pretrained
 from explorer.tabs.train import DEFAULT_DATASET, PRESETS
 
 TINY = next(iter(PRESETS))
+
+
+def default_run() -> tuple[str, str]:
+    """What the progress line says when the default sample has finished ("50 of 50 steps"), and what the caption
+    of its first call starts with ("step 1 of 50"; for Heun, "call 1 of 9")."""
+    defaults = pretrained(DEFAULT_MODEL).sampling_defaults
+    steps, calls = defaults.steps, defaults.network_calls
+    return f"{steps} of {steps} steps", f"step 1 of {steps}" if calls == steps else f"call 1 of {calls}"
 
 
 def train_args(steps, seed):
@@ -80,6 +88,8 @@ def test_default_sample_through_the_api(app_url):
     client = Client(app_url, verbose=False)
     outputs = client.predict(DEFAULT_MODEL, "DDIM", 50, 0.0, 0, 16, None, 1.0, api_name="/sample")
     assert "50 of 50 steps" in outputs[0]
+    defaults = pretrained(DEFAULT_MODEL).sampling_defaults
+    assert f"{defaults.spacing} spacing" in outputs[0]  # a call without spacing gets the default model's
 
 
 # ---- the real page ---------------------------------------------------------------------------------------------
@@ -151,12 +161,13 @@ def test_train_and_sample_in_chromium(app_url, page, artifacts):
     page.wait_for_function(f"() => ({count_max})('Number of images') === '64'", timeout=30_000)  # images: 64
     page.locator("#sample-run").click()
     page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
-    assert "50 of 50 steps" in page.locator("#sample-progress").inner_text()
+    finished, first_call = default_run()
+    assert finished in page.locator("#sample-progress").inner_text()
     last_xt = image_src(page, "#sample-xt")
     slider = page.get_by_label("range slider for Replay the run, step by step")
     slider.focus()
     slider.press("Home")
-    page.locator("#sample-step-caption").get_by_text("step 1 of 50").wait_for(timeout=30_000)
+    page.locator("#sample-step-caption").get_by_text(first_call).wait_for(timeout=30_000)
     wait_for_new_image(page, "#sample-xt", last_xt)
     # each picture's label ends before its icon buttons begin (they share the top strip), none cut
     clearance = page.locator(".pixelated").filter(visible=True).evaluate_all(LABEL_CLEARANCE_JS)

@@ -8,12 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from core.samplers import SamplingDefaults, make_sampler, sample
+from core.samplers import make_sampler, sample
 from explorer.models import DEFAULT_MODEL, PRETRAINED, pretrained, pretrained_names
 from explorer.sampling_run import (
     EACH_CLASS,
+    SAMPLER_LABELS,
     SamplerSettings,
     check_request,
+    check_settings,
     class_labels,
     run_sampling,
     sample_request,
@@ -40,14 +42,22 @@ def test_every_shipped_model_is_in_the_menu():
 
 
 def test_every_shipped_model_offers_the_sampler_settings_it_records():
-    """The Sample tab starts from these (the shipped checkpoints record DDIM, 50 steps, eta 1)."""
+    """The Sample tab starts from these: each shipped checkpoint's record is a setting the tab offers and accepts."""
     for name in PRETRAINED.values():
-        defaults = pretrained(name).sampling_defaults
-        assert defaults == SamplingDefaults("ddim", 50, 1.0) and defaults.sampler.upper() == "DDIM"
+        entry = pretrained(name)
+        defaults = entry.sampling_defaults
+        label = SAMPLER_LABELS[defaults.sampler]
+        settings = check_settings(entry, label, defaults.steps, defaults.eta, defaults.spacing)
+        assert (settings.sampler, settings.steps, settings.spacing) == (
+            defaults.sampler,
+            defaults.steps,
+            defaults.spacing,
+        )
+        assert settings.calls == defaults.network_calls
 
 
 def test_sampling_yields_one_record_per_step_and_matches_core(digits):
-    request = check_request(digits, "DDIM", 12, 0.0, 5, 4)
+    request = check_request(digits, "DDIM", 12, 0.0, 5, 4, spacing="leading")
     records = list(sample_request(digits, request))
     assert [step.index for step, _ in records] == list(range(12))
     trajectory = records[-1][1]
@@ -73,7 +83,7 @@ def test_the_same_seed_gives_the_same_samples_and_another_does_not(digits):
 
 def test_compare_mode_starts_both_sides_from_the_same_x_T(digits):
     request = check_request(digits, "DDIM", 8, 0.0, 11, 4)
-    other = SamplerSettings("ddpm", 20, 1.0)
+    other = SamplerSettings("ddpm", 20, 1.0, "leading")
     a = list(sample_request(digits, request))[-1][1]
     b = list(sample_request(digits, request, other))[-1][1]
     assert torch.equal(a.x_T, b.x_T) and torch.equal(a.x_T, starting_noise(digits, 4, 11).cpu())
@@ -142,7 +152,7 @@ def test_2d_models_record_points_and_paths(moons):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("GAN", 10, 0, 0, 4), "sampler must be one of DDPM, DDIM"),
+        (("GAN", 10, 0, 0, 4), "sampler must be one of DDPM, DDIM, Euler, Euler ancestral, Heun, DPM\\+\\+ 2M, "),
         (("DDIM", 0, 0, 0, 4), "steps must be a whole number from 1 to 1000"),
         (("DDIM", 1001, 0, 0, 4), "steps must be a whole number from 1 to 1000"),
         (("DDIM", 2.5, 0, 0, 4), "steps must be a whole number"),

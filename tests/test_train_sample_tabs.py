@@ -14,7 +14,8 @@ from PIL import Image
 
 from core.checkpoint import EMA_FILE, MODEL_FILE, weight_file_role
 from explorer.figures import MAX_LOG_TICKS, loss_figure
-from explorer.models import DEFAULT_MODEL, PRETRAINED
+from explorer.models import DEFAULT_MODEL, PRETRAINED, pretrained
+from explorer.sampling_run import SAMPLER_LABELS
 from explorer.sessions import SessionRegistry
 from explorer.tabs import compare as compare_page
 from explorer.tabs import sample as sample_page
@@ -210,24 +211,26 @@ def labelled(demo: gr.Blocks, label: str):
     return found
 
 
-def test_compare_defaults_to_a_b_that_draws_the_same_digits(registry):
-    """Compare's default B is DDPM on A's default timesteps: from the same x_T and the same step noise it draws A's
-    pictures (DDIM with eta 1 is DDPM), the point the accordion's explanation starts from before it sends the
-    student to eta 0 and fewer steps."""
+def test_compare_starts_b_as_ddpm_at_a_s_cost_and_ddim_eta_1_draws_ddpm_s_digits(registry):
+    """Compare's B starts as DDPM with A's (the model's recorded) steps and spacing; the explanation's first
+    experiment holds: DDIM with eta 1 and DDPM on the same leading timesteps, from the same x_T and the same step
+    noise, draw the same pictures."""
     with gr.Blocks() as demo:
         compare_page.build_section(sample_page.build_tab(registry))
-    a = [labelled(demo, label).value for label in ("Sampler", "Steps", "eta (DDIM)")]
-    b = [labelled(demo, label).value for label in ("B: sampler", "B: steps", "B: eta (DDIM)")]
-    assert a == ["DDIM", 50, 1.0] and b == ["DDPM", 50, 1.0]
-    assert (
-        "What to look for" in compare_page.COMPARE_INTRO and "DDIM with eta 1 *is* DDPM" in compare_page.COMPARE_INTRO
-    )
+    names = ("Sampler", "Timestep spacing", "Steps", "eta (DDIM only)")
+    a = [labelled(demo, label).value for label in names]
+    b = [labelled(demo, f"B: {label}").value for label in names]
+    defaults = pretrained(DEFAULT_MODEL).sampling_defaults
+    assert a == [SAMPLER_LABELS[defaults.sampler], defaults.spacing, defaults.steps, defaults.eta]
+    assert b == ["DDPM", *a[1:]]
+    intro = compare_page.COMPARE_INTRO
+    assert "What to look for" in intro and "DDIM with eta 1 *is* DDPM" in intro and "*leading* spacing" in intro
     tab, user = SampleTab(registry), FakeRequest("ivan")
-    a_args = sample_args(DEFAULT_MODEL, a[0], 5, a[2], 0, 4, None, 1.0)  # 5 steps, not 50: the same point, faster
+    a_args = sample_args(DEFAULT_MODEL, "DDIM", 5, 1.0, 0, 4, None, 1.0)  # 5 steps, not 50: the same point, faster
     *_, (_, image_a, image_b, caption) = CompareSection(tab).compare(
-        **a_args, sampler_b=b[0], steps_b=5, eta_b=b[2], request=user
+        **a_args, spacing="leading", sampler_b="DDPM", steps_b=5, eta_b=0.0, spacing_b="leading", request=user
     )
-    assert "DDPM, 5 steps" in caption
+    assert "DDPM, 5 steps" in caption and "5 network calls" in caption
     assert np.abs(image_a.astype(int) - image_b.astype(int)).max() <= 1  # the same digits, to rounding
 
 
@@ -264,26 +267,27 @@ def test_download_boxes_are_hidden_until_there_is_a_file(registry, page, label):
 
 def test_model_description_and_class_controls(registry):
     tab = SampleTab(registry)
-    about, _, _, _, classes, guidance, _, _ = tab.describe_model(PRETRAINED["mnist_cond"])
+    about, _, _, _, classes, guidance, _, _, _ = tab.describe_model(PRETRAINED["mnist_cond"])
     assert "10 classes" in about and classes.choices[0][0] == EACH_CLASS_CHOICE and classes.interactive
     assert guidance.interactive
-    about, _, _, _, classes, _, count, paths = tab.describe_model(PRETRAINED["toy_moons"])
+    about, _, _, _, classes, _, count, paths, _ = tab.describe_model(PRETRAINED["toy_moons"])
     assert classes.choices[0][0] == NO_CLASS_CHOICE and count.maximum == 2000 and paths.visible
     outputs = list(tab.sample(**sample_args(PRETRAINED["toy_moons"], "DDIM", 5, 0, 0, 100, None, 1.0)))
     assert outputs[-1][-1].data  # the paths figure
 
 
 def test_the_sampler_controls_start_from_what_the_checkpoint_records(registry):
-    """A model's sampling_defaults (config.json) set the sampler, steps and eta when it is chosen: the shipped
-    x0 digits record DDIM-50 with eta 1; a model trained for eps records eta 0."""
+    """A model's sampling_defaults (config.json) set the sampler, spacing, steps and eta when it is chosen, for a
+    shipped model and for one trained here (for eps, whose record differs from the x0 digits')."""
     tab = SampleTab(registry)
-    _, sampler, steps, eta, *_ = tab.describe_model(PRETRAINED["mnist_uncond"])
-    assert (sampler.value, steps.value, eta.value) == ("DDIM", 50, 1.0)
     run_training(registry, "gina", objective="eps", steps=2)
     request = FakeRequest("gina")
     mine = next(name for name, _ in tab.model_menu(None, request).choices if name.startswith("my model"))
-    _, sampler, steps, eta, *_ = tab.describe_model(mine, request)
-    assert (sampler.value, steps.value, eta.value) == ("DDIM", 50, 0.0)
+    for name in (PRETRAINED["mnist_uncond"], mine):
+        _, sampler, steps, eta, *_, spacing = tab.describe_model(name, request)
+        defaults = tab.resolve(name, tab.user_session(request)).sampling_defaults
+        expected = (SAMPLER_LABELS[defaults.sampler], defaults.spacing, defaults.steps, defaults.eta)
+        assert (sampler.value, spacing.value, steps.value, eta.value) == expected
 
 
 def test_upload_a_checkpoint_zip_and_refuse_other_files(registry, tmp_path):

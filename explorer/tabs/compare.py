@@ -1,8 +1,9 @@
 """Compare two samplers from the same starting noise: a section of the Sample tab, under its main run.
 
-A (the Sample tab's own settings) and B (this section's sampler, steps and eta) start from the very same x_T and
-the same fresh noise for the steps that add some, so any difference between the two grids is the sampler's. The
-run goes through explorer.jobs.run_job like every heavy run, as one sampling job of A's steps plus B's.
+A (the Sample tab's own settings) and B (this section's sampler, spacing, steps and eta) start from the very same
+x_T and the same fresh noise for the steps that add some, so any difference between the two grids is the sampler's.
+The two may make different numbers of network calls; the run goes through explorer.jobs.run_job like every heavy
+run, as one sampling job of A's calls plus B's, and its progress counts them.
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ import gradio as gr
 from explorer.jobs import Job, run_job, throttled
 from explorer.sampling_run import check_settings, sample_request
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP
-from explorer.tabs.sample import FRAME_INTERVAL, SAMPLER_CHOICES, SampleTab
+from explorer.tabs.sample import FRAME_INTERVAL, SampleTab
+from explorer.tabs.sampler_controls import build_sampler_controls
 from explorer.trajectory import Trajectory, step_pictures
 from explorer.widgets import explanation, pixel_picture, progress_html
 
-DEFAULT_SAMPLER_B = "DDPM"  # B: DDPM on A's default timesteps draws A's digits exactly (COMPARE_INTRO)
+DEFAULT_SAMPLER_B = "DDPM"  # B starts as DDPM with A's steps and spacing: the original sampler at the same cost
 
 COMPARE_INTRO = r"""
 Runs the settings above (**A**) and the ones here (**B**) from the very same $x_T$, with the same fresh noise for
-the steps that add some: any difference is the sampler's.
+the steps that add some: any difference is the sampler's. B starts as DDPM with A's steps and spacing, so both make
+about as many network calls: what the newer sampler buys at that cost.
 
-**What to look for.** With the defaults (A: DDIM, 50 steps, eta 1; B: DDPM, 50 steps) the two grids are the same,
-digit for digit: DDIM with eta 1 *is* DDPM. Now set eta to 0 above and here, and B to DDIM with 10 steps: the same
-digits again, a little rougher, from a fifth of the network calls. With eta 0 nothing random is added on the way,
-so $x_T$ alone decides every digit. Give A and B different etas, or eta 1 and different step counts, and many
-digits change: each step then adds fresh noise, and that noise decides the digit as much as $x_T$ does.
+**What to look for.** Set A to DDIM with eta 1 and B to DDPM, both with 50 steps and the *leading* spacing: the two
+grids are the same, digit for digit: DDIM with eta 1 *is* DDPM. Now set eta to 0 and B to DDIM with 10 steps: the
+same digits again, a little rougher, from a fifth of the network calls. With eta 0 nothing random is added on the
+way, so $x_T$ alone decides every digit. Give A and B different etas, or eta 1 and different step counts, and many
+digits change: each step then adds fresh noise, and that noise decides the digit as much as $x_T$ does. Then try
+B = DPM++ 2M with the *karras* spacing and 10 steps: few calls, clean digits.
 """
 
 
@@ -45,19 +49,20 @@ class CompareSection:
         sampler_b: str,
         steps_b: float,
         eta_b: float,
+        spacing_b: str | None = None,
         **controls: object,
     ) -> Iterator[tuple]:
         """Callback of Compare, given the main controls by name (see SampleTab.checked_request) and B's: runs the
         main settings (A) and the second ones (B) from the same x_T and yields (progress, A's picture, B's picture,
-        caption)."""
+        caption). spacing_b None: the one the model records."""
         session = self.tab.user_session(request)
         entry, checked = self.tab.checked_request(session, **controls)
         try:
-            settings_b = check_settings(entry, sampler_b, steps_b, eta_b)
+            settings_b = check_settings(entry, sampler_b, steps_b, eta_b, spacing_b)
         except ValueError as error:
             raise gr.Error(f"second sampler: {error}") from None
         sides = (checked.settings, settings_b)
-        total = sum(settings.steps for settings in sides)
+        total = sum(settings.calls for settings in sides)
 
         def work(job: Job) -> Iterator[tuple]:
             results: list[Trajectory] = []
@@ -65,18 +70,20 @@ class CompareSection:
                 trajectory = None
                 run = sample_request(entry, checked, settings, compute=job.compute, stop=job.stopped)
                 for step, trajectory in throttled(run, FRAME_INTERVAL * 4):  # noqa: B007 (one growing object, used below)
-                    done = step.index + 1 + side * checked.settings.steps
+                    done = step.index + 1 + side * checked.settings.calls
                     picture = step_pictures(step, entry.is_points, entry.reference_points)[0]
                     outputs = (picture, gr.update()) if side == 0 else (gr.update(), picture)
-                    yield progress_html(done, total, f"{settings.title}: step {step.index + 1}"), *outputs, gr.update()
+                    text = f"{('A', 'B')[side]}: {settings.title}: network call {step.index + 1} of {settings.calls}"
+                    yield progress_html(done, total, text), *outputs, gr.update()
                 if trajectory is None or not trajectory.complete:
                     yield progress_html(0, total, "Stopped."), gr.update(), gr.update(), gr.update()
                     return
                 results.append(trajectory)
             a, b = results
             caption = (
-                f"Same x_T (seed {checked.seed}). **A: {a.title}**: {a.seconds:.2f} s. **B: {b.title}**: "
-                f"{b.seconds:.2f} s ({b.seconds / max(a.seconds, 1e-9):.2f}x A's time)."
+                f"Same x_T (seed {checked.seed}). **A: {a.title}**: {a.num_calls} network calls, {a.seconds:.2f} s. "
+                f"**B: {b.title}**: {b.num_calls} network calls, {b.seconds:.2f} s "
+                f"({b.seconds / max(a.seconds, 1e-9):.2f}x A's time)."
             )
             yield progress_html(total, total, "Done."), a.pictures(len(a) - 1)[0], b.pictures(len(b) - 1)[0], caption
 
@@ -94,15 +101,8 @@ def build_section(tab: SampleTab) -> CompareSection:
     section = CompareSection(tab)
     with gr.Accordion("Compare two samplers from the same starting noise", open=False):
         explanation(COMPARE_INTRO)
-        with gr.Row():
-            sampler_b = gr.Radio(
-                list(SAMPLER_CHOICES), value=DEFAULT_SAMPLER_B, label="B: sampler", info="The second sampler."
-            )
-            steps_b = gr.Slider(1, 1000, value=tab.start.steps, step=1, label="B: steps", info="Its network calls.")
-            eta_b = gr.Slider(
-                0, 1, value=tab.start.eta, step=0.05, label="B: eta (DDIM)", info="Its fresh-noise amount."
-            )
-            compare_button = gr.Button("Compare A and B", elem_id="sample-compare")
+        b = build_sampler_controls(tab.start, sampler=DEFAULT_SAMPLER_B, prefix="B: ", elem_prefix="compare", row=True)
+        compare_button = gr.Button("Compare A and B", elem_id="sample-compare")
         compare_progress = gr.HTML()
         with gr.Row():
             image_a = pixel_picture("A: final samples", "With the settings above.", 340)
@@ -111,7 +111,14 @@ def build_section(tab: SampleTab) -> CompareSection:
 
     compare_button.click(
         section.compare,
-        inputs_kwargs={**tab.controls, "sampler_b": sampler_b, "steps_b": steps_b, "eta_b": eta_b},
+        inputs_kwargs={
+            **tab.controls,
+            "sampler_b": b.sampler,
+            "steps_b": b.steps,
+            "eta_b": b.eta,
+            **tab.later_controls,
+            "spacing_b": b.spacing,
+        },
         outputs=[compare_progress, image_a, image_b, compare_caption],
         api_name="compare",
         concurrency_id=HEAVY_GROUP,

@@ -1,5 +1,7 @@
-"""Sample tab: draw samples step by step from a pretrained model or your own, scrub through the reverse process and
-export it as a GIF (comparing two samplers from the same starting noise is explorer.tabs.compare, a section below).
+"""Sample tab: draw samples step by step from a pretrained model or your own, with any of the samplers and
+timestep spacings, scrub through the reverse process and export it as a GIF (comparing two samplers from the same
+starting noise is explorer.tabs.compare, a section below; the quality-vs-network-calls chart is
+explorer.tabs.quality, another).
 
 `SampleTab` holds the callbacks (generators for the long ones, validated with gr.Error; the same from the page,
 from gradio_client and from tests). The runs are explorer.sampling_run's; what is kept for scrubbing is the
@@ -30,10 +32,10 @@ from explorer.sampling_run import (
 )
 from explorer.scoring import score, score_markdown
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
-from explorer.trajectory import Trajectory, step_pictures
+from explorer.tabs.sampler_controls import build_sampler_controls, defaults_update
+from explorer.trajectory import Trajectory, format_t, step_pictures
 from explorer.widgets import explanation, file_box, pixel_picture, progress_html, session_key, whole_number
 
-SAMPLER_CHOICES = ("DDPM", "DDIM")
 EACH_CLASS_CHOICE = "each class in turn"
 NO_CLASS_CHOICE = "none (unconditional)"
 DEFAULT_IMAGES = 16
@@ -46,7 +48,8 @@ INTRO = r"""
 ### Sample: from noise to a picture, one step at a time
 Start from pure noise $x_T$ and let the model remove a little noise at every step. Left: the current $x_t$;
 middle: the model's guess of the finished picture $\hat x_0$; right: the noise it thinks is in $x_t$. After a run,
-drag the slider to replay any step, or save the whole process as a GIF.
+drag the slider to replay any step, or save the whole process as a GIF. Every step costs one call of the network
+(Heun's cost two): the fewer calls a sampler needs for good pictures, the faster it is.
 """
 
 
@@ -103,21 +106,23 @@ class SampleTab:
         return count_slider(self.resolve(name, self.user_session(request)))
 
     def describe_model(self, name: str, request: gr.Request | None = None) -> tuple:
-        """When the model changes: its description, the sampler settings its checkpoint samples best with (sampler,
-        steps, eta: the user may change them afterwards), the class menu, the sample-count range, the paths plot."""
+        """When the model changes: its description, the sampler and steps and eta its checkpoint samples best with
+        (the user may change them afterwards), the class menu, the sample-count range, the paths plot, and last
+        (added later, so older scripts find the others where they were) the spacing it samples best with."""
         entry = self.resolve(name, self.user_session(request))
         classes = class_choices(entry)
         count = count_slider(entry, value=DEFAULT_POINTS if entry.is_points else DEFAULT_IMAGES)
-        defaults = entry.sampling_defaults
+        sampler, spacing, steps, eta = defaults_update(entry.sampling_defaults)
         return (
             entry.describe(),
-            gr.Radio(value=defaults.sampler.upper()),
-            gr.Slider(value=defaults.steps),
-            gr.Slider(value=defaults.eta),
+            sampler,
+            steps,
+            eta,
             gr.Dropdown(choices=classes, value=classes[0], interactive=entry.num_classes is not None),
             gr.Slider(interactive=entry.num_classes is not None),
             count,
             gr.Plot(visible=entry.is_points),
+            spacing,
         )
 
     def upload_model(self, path: str | None, request: gr.Request | None = None) -> tuple:
@@ -149,31 +154,34 @@ class SampleTab:
         count: float,
         class_choice: str | None,
         guidance: float,
+        spacing: str | None = None,
     ) -> tuple[ModelEntry, SampleRequest]:
         """The Sample tab's main controls (by the names `build_tab` gives them) as a model and a checked request, or
-        gr.Error naming the bad control. The one place that turns those values into a request."""
+        gr.Error naming the bad control. The one place that turns those values into a request. spacing None: the
+        one the model records."""
         entry = self.resolve(model, session)
+        label = parse_class(entry, class_choice)
         try:
-            request = check_request(entry, sampler, steps, eta, seed, count, parse_class(entry, class_choice), guidance)
+            request = check_request(entry, sampler, steps, eta, seed, count, label, guidance, spacing)
         except ValueError as error:
             raise gr.Error(str(error)) from None
         return entry, request
 
     def sample(self, request: gr.Request | None = None, **controls: object) -> Iterator[tuple]:
         """Callback of Sample, given the main controls by name (see `checked_request`): yields (progress, x_t, predicted
-        x0, predicted noise, replay slider, step caption, alpha-bar plot, paths plot) live at every step (at most 20
-        a second), then the finished run, ready to scrub."""
+        x0, predicted noise, replay slider, step caption, alpha-bar plot, paths plot) live at every network call (at
+        most 20 a second), then the finished run, ready to scrub."""
         session = self.user_session(request)
         entry, checked = self.checked_request(session, **controls)
-        total = checked.settings.steps
+        total = checked.settings.calls
         keep = (gr.update(),) * 7
 
         def work(job: Job) -> Iterator[tuple]:
             trajectory = None
             run = sample_request(entry, checked, compute=job.compute, stop=job.stopped)
-            shown = throttled(run, FRAME_INTERVAL, always=lambda item: item[0].index + 1 == total)  # the last step too
-            for step, trajectory in shown:  # noqa: B007 (one growing object, used below)
-                text = f"{checked.settings.title}: step {step.index + 1} of {total}, t = {step.t}"
+            shown = throttled(run, FRAME_INTERVAL, always=lambda item: item[0].index + 1 == total)  # the last call too
+            for step, trajectory in shown:
+                text = f"{checked.settings.title}: {trajectory.call_name(step.index)}, t = {format_t(step.t)}"
                 pictures = step_pictures(step, entry.is_points, entry.reference_points)
                 yield progress_html(step.index + 1, total, text), *pictures, gr.update(), text, gr.update(), gr.update()
             if trajectory is None or len(trajectory) == 0:
@@ -189,14 +197,16 @@ class SampleTab:
     def _finished(self, trajectory: Trajectory, entry: ModelEntry, checked: SampleRequest) -> tuple:
         done = len(trajectory.timesteps)
         last = len(trajectory) - 1
-        per_step = 1000 * trajectory.seconds / max(done, 1)
-        stopped = "" if trajectory.complete else " (stopped early)"
-        text = (
-            f"{trajectory.title}: {done} of {trajectory.num_steps} steps in {trajectory.seconds:.2f} s "
-            f"({per_step:.1f} ms per network call){stopped}. Drag the slider to replay any step."
-        )
+        per_call = f"{1000 * trajectory.seconds / max(done, 1):.1f} ms each"
+        if trajectory.complete:
+            steps = trajectory.num_steps
+            ran = f"{steps} of {steps} steps in {trajectory.seconds:.2f} s ({done} network calls, {per_call})"
+        else:
+            ran = f"stopped after {done} of {trajectory.num_calls} network calls"
+            ran += f" ({trajectory.seconds:.2f} s, {per_call})"
+        text = f"{trajectory.title}: {ran}. Drag the slider to replay any step."
         return (
-            progress_html(done, trajectory.num_steps, text),
+            progress_html(done, trajectory.num_calls, text),
             *trajectory.pictures(last),
             gr.Slider(0, max(last, 1), value=last, step=1, interactive=last > 0, label=REPLAY_LABEL),
             trajectory.caption(last),
@@ -273,29 +283,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
                 elem_id="sample-model",
             )
             about = gr.Markdown(default.describe() if default else "")
-            sampler = gr.Radio(
-                list(SAMPLER_CHOICES),
-                value=start.sampler.upper(),
-                label="Sampler",
-                info="DDPM: the original, one small noisy step per t. DDIM: big jumps, few steps.",
-            )
-            steps = gr.Slider(
-                1,
-                1000,
-                value=start.steps,
-                step=1,
-                label="Steps",
-                info="Network calls. DDPM needs ~1000 to look good; DDIM does well with 20-50.",
-            )
-            eta = gr.Slider(
-                0,
-                1,
-                value=start.eta,
-                step=0.05,
-                label="eta (DDIM)",
-                info="0: no fresh noise (the same x_T always gives the same picture); 1: fresh noise each step, "
-                "like DDPM. Each model starts at what it samples best with.",
-            )
+            sampler_controls = build_sampler_controls(start, elem_prefix="sample")
             with gr.Row():
                 seed = gr.Number(0, label="Seed", minimum=0, maximum=MAX_SEED, info="Picks x_T.")
                 count = gr.Slider(1, MAX_POINTS, value=DEFAULT_IMAGES, step=1, label="Number of images")
@@ -354,22 +342,25 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             score_text = gr.Markdown(elem_id="sample-score-text")
             histogram = gr.Plot(label="The digits the reference classifier reads in the samples", visible=False)
 
-    tab.model, tab.count, tab.start = model, count, start
-    tab.controls = controls = {  # the order of the API's parameters; the names are SampleTab.checked_request's
+    tab.model, tab.count, tab.start, tab.sampler_controls = model, count, start, sampler_controls
+    tab.controls = {  # the order of the API's parameters; the names are SampleTab.checked_request's
         "model": model,
-        "sampler": sampler,
-        "steps": steps,
-        "eta": eta,
+        "sampler": sampler_controls.sampler,
+        "steps": sampler_controls.steps,
+        "eta": sampler_controls.eta,
         "seed": seed,
         "count": count,
         "class_choice": class_menu,
         "guidance": guidance,
     }
-    described = [about, sampler, steps, eta, class_menu, guidance, count, paths]
+    # parameters added since: each endpoint takes them after its own, with defaults, so older calls still work
+    tab.later_controls = {"spacing": sampler_controls.spacing}
+    described = [about, sampler_controls.sampler, sampler_controls.steps, sampler_controls.eta, class_menu, guidance]
+    described += [count, paths, sampler_controls.spacing]
     model.change(tab.describe_model, model, described, api_name="describe_model")
     run.click(
         tab.sample,
-        inputs_kwargs=controls,
+        inputs_kwargs={**tab.controls, **tab.later_controls},
         outputs=[progress, x_t, x0, eps, scrub, step_caption, visited, paths],
         api_name="sample",
         concurrency_id=HEAVY_GROUP,
