@@ -8,8 +8,9 @@ out=assets/checkpoints
 common=(--num-threads 2 --device cpu --no-training-state)
 
 # digits: the live-training recipe ("tiny", x0 on cosine, the digits' own 28x28, bf16 autocast where native),
-# trained longer, with a slower EMA to match the longer run; config.json records x0's sampling defaults (DDIM, 50
-# steps, eta 1: better than eta 0 at every step count, benchmarks/RESULTS.md "Sampler quality")
+# trained longer, with a slower EMA to match the longer run; config.json records the sampling defaults
+# (DPM-Solver++(2M) SDE, 10 steps, trailing: the best at 10 network calls, benchmarks/RESULTS.md "Sampler quality:
+# mnist_uncond")
 python -m core train --dataset mnist5k --preset tiny --steps 8000 --ema-decay 0.999 "${common[@]}" \
     --out "$out/mnist_uncond"
 python -m core train --dataset mnist5k --preset tiny --steps 8000 --ema-decay 0.999 "${common[@]}" \
@@ -17,9 +18,10 @@ python -m core train --dataset mnist5k --preset tiny --steps 8000 --ema-decay 0.
 
 # 2D toy sets: the tiny MLP (its preset includes six Fourier features of the input, without which the spiral came
 # out as a disk), eps prediction (x0 prediction blurs separated modes: eight Gaussians came out as a ring), larger
-# batches of points; they record DDIM-50 with eta 1 for sampling (eps's own default is eta 0; on these toys eta 1
-# is better on average, benchmarks/RESULTS.md "Sampler quality")
+# batches of points; they record DDIM-50 with eta 1 on leading timesteps for sampling (on these toys eta 1 beat
+# eta 0 on average when only DDPM and DDIM existed; their sweep of the new samplers is still to be run)
 for name in moons swiss_roll eight_gaussians checkerboard spiral; do
     python -m core train --dataset "$name" --preset tiny --objective eps --steps 10000 --batch-size 256 --lr 3e-3 \
-        --warmup-steps 100 --sample-eta 1 "${common[@]}" --out "$out/toy_$name"
+        --warmup-steps 100 --sample-sampler ddim --sample-steps 50 --sample-eta 1 --sample-spacing leading \
+        "${common[@]}" --out "$out/toy_$name"
 done

@@ -31,8 +31,9 @@ from torch import Tensor, nn
 from train_throughput import IMAGE_SIZE, ours, theirs
 
 from core.checkpoint import load_checkpoint
+from core.classic_samplers import DDIMSampler, DDPMSampler
 from core.data import load_dataset
-from core.samplers import DDIMSampler, DDPMSampler, sample
+from core.samplers import sample
 from core.schedules import make_schedule
 from core.training import TrainConfig, Trainer
 

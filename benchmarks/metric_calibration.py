@@ -40,7 +40,8 @@ from core.classifier import load_reference_classifier
 from core.device import available_cores
 from core.distances import feature_frechet_distance
 from core.metrics import SPLIT_SEED, classifier_features, reference_images, score_samples
-from core.samplers import draw_noise, make_sampler, sample
+from core.sampler_base import draw_noise
+from core.samplers import make_sampler, sample
 
 SECTION_HEADING = "## Metric calibration (benchmarks/metric_calibration.py)"
 CHECKPOINTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"

@@ -39,7 +39,8 @@ from common import RESULTS_PATH, busy_warning, command_line, machine_description
 from core.data import load_dataset
 from core.device import available_cores
 from core.metrics import evaluate_samples, real_floor
-from core.samplers import draw_noise, make_sampler, sample
+from core.sampler_base import draw_noise
+from core.samplers import make_sampler, sample
 from core.training import TrainConfig, Trainer
 from core.unet import make_unet
 

@@ -92,7 +92,8 @@ from core.data import load_dataset
 from core.device import available_cores
 from core.imaging import save_images
 from core.metrics import evaluate_samples, real_floor
-from core.samplers import draw_noise, make_sampler, sample
+from core.sampler_base import draw_noise
+from core.samplers import make_sampler, sample
 from core.training import TrainConfig, Trainer
 
 try:

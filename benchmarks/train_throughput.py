@@ -44,9 +44,10 @@ from common import (
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.classic_samplers import DDIMSampler
 from core.device import available_cores
 from core.diffusion import training_loss
-from core.samplers import DDIMSampler, sample
+from core.samplers import sample
 from core.schedules import NoiseSchedule, make_schedule
 from core.training import TrainConfig
 from core.unet import PRESETS, UNet, group_count, make_unet

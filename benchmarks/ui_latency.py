@@ -49,7 +49,8 @@ from PIL import Image
 from core.device import available_cores
 from core.imaging import save_images
 from core.metrics import confident_fraction, evaluate_samples, real_floor
-from core.samplers import draw_noise, make_sampler, sample
+from core.sampler_base import draw_noise
+from core.samplers import make_sampler, sample
 from explorer.tabs import embedding, forward, schedules, unet
 from explorer.tabs.train import DEFAULT_CONFIG, DEFAULT_DATASET, PRESETS, training_config
 from explorer.training_run import train_live

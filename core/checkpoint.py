@@ -374,6 +374,11 @@ class Checkpoint:
         return self.ema_model if self.ema_model is not None else self.model
 
     @property
+    def dataset_name(self) -> str:
+        """The name of the data it was trained on (core.data), e.g. "mnist5k" or "moons"."""
+        return str(self.config.get("dataset", {}).get("name", ""))
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         """The shape of one sample: (C, H, W) for images, (D,) for 2D toy points."""
         dataset = self.config.get("dataset", {})

@@ -30,8 +30,10 @@ from core.device import pick_device
 from core.experiment import EXPERIMENT_FILE, FIGURE_FILE, VARIABLE_FIELDS, parse_vary, plan_runs, run_experiment
 from core.imaging import save_images, save_points
 from core.metrics import DIGIT_DATASETS, REFERENCE_SPLITS, score_samples
+from core.noise_levels import SPACINGS
 from core.progress import format_seconds, progress_bar
-from core.samplers import SAMPLERS, Sampler, SamplingDefaults, denoise, draw_noise, make_sampler
+from core.sampler_base import Sampler, draw_noise
+from core.samplers import SAMPLERS, SamplingDefaults, denoise, make_sampler
 from core.training import TrainConfig, Trainer, TrainingDiverged
 
 
@@ -62,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="the DDIM eta it records (default: 1 for --objective x0, measured better; 0 for eps and v)",
+    )
+    train.add_argument(
+        "--sample-spacing",
+        default=None,
+        choices=SPACINGS,
+        help="the noise levels it records (default: the recommended sampler's; trailing with --zero-terminal-snr)",
     )
 
     sample = commands.add_parser(
@@ -191,7 +199,11 @@ def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         device = pick_device(args.device)
         checkpoint = load_checkpoint(args.checkpoint, device=device)
         settings = checkpoint.sampling_defaults.override(  # what the user gave, else what the checkpoint records
-            sampler=args.sampler, steps=args.steps, eta=args.eta, num_timesteps=checkpoint.schedule.num_timesteps
+            sampler=args.sampler,
+            steps=args.steps,
+            eta=args.eta,
+            spacing=args.spacing,
+            num_timesteps=checkpoint.schedule.num_timesteps,
         )
         sampler = make_sampler(
             settings.sampler,
@@ -199,8 +211,9 @@ def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             eta=settings.eta,
             objective=checkpoint.objective,
             clip_x0=args.clip_x0,
-            spacing=args.spacing,
+            spacing=settings.spacing,
         )
+        sampler.levels(settings.steps)  # a sampler that cannot start at these levels says so before any work
         model = checkpoint.sampling_model.eval()
         num_classes = getattr(model, "num_classes", None)
         if args.label is not None and not num_classes:
@@ -222,7 +235,7 @@ def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, 
     labels = None if args.label is None else torch.full((args.n,), args.label, dtype=torch.long, device=device)
     outputs = []
     start = time.perf_counter()
-    with progress_bar(steps * -(-args.n // args.batch_size)) as bar:
+    with progress_bar(plan.sampler.network_calls(steps) * -(-args.n // args.batch_size)) as bar:
         for first in range(0, args.n, args.batch_size):
             x = x_T[first : first + args.batch_size]
             y = None if labels is None else labels[first : first + args.batch_size]
@@ -238,9 +251,11 @@ def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, 
 
 
 def describe_settings(settings: SamplingDefaults) -> str:
-    """e.g. "ddim, 50 steps, eta 1" (DDPM has no eta)."""
+    """e.g. "ddim, 50 steps, eta 1, leading" or "heun, 5 steps (9 network calls), karras" (eta is DDIM's)."""
     eta = f", eta {settings.eta:g}" if settings.sampler == "ddim" else ""
-    return f"{settings.sampler}, {settings.steps} steps{eta}"
+    calls = settings.network_calls
+    calls_note = f" ({calls} network calls)" if calls != settings.steps else ""
+    return f"{settings.sampler}, {settings.steps} steps{calls_note}{eta}, {settings.spacing}"
 
 
 def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

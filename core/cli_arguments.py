@@ -11,7 +11,8 @@ from pathlib import Path
 from core.data import DATASET_NAMES
 from core.device import PRECISIONS
 from core.diffusion import OBJECTIVES, WEIGHTINGS
-from core.samplers import SAMPLERS, SPACINGS
+from core.noise_levels import SPACINGS
+from core.samplers import SAMPLERS
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig
 from core.unet import PRESETS
@@ -54,7 +55,8 @@ def add_sampling_arguments(command: argparse.ArgumentParser, n_default: int) -> 
         "--steps",
         type=positive_int,
         default=None,
-        help="model calls (default: the checkpoint's; with another --sampler than its, 50 DDIM, T DDPM)",
+        help="sampler steps (default: the checkpoint's; with another --sampler than its, that sampler's usual: "
+        "T for DDPM, 50 for DDIM, 20 for the others); network calls = steps, 2 steps - 1 for Heun",
     )
     command.add_argument(
         "--eta",
@@ -62,7 +64,13 @@ def add_sampling_arguments(command: argparse.ArgumentParser, n_default: int) -> 
         default=None,
         help="DDIM noise, 0 deterministic to 1 DDPM-like (default: the checkpoint's; the shipped models: 1)",
     )
-    command.add_argument("--spacing", default="leading", choices=SPACINGS)
+    command.add_argument(
+        "--spacing",
+        default=None,
+        choices=SPACINGS,
+        help="the noise levels: whole timesteps (linspace, leading, trailing) or Karras sigmas (default: the "
+        "checkpoint's)",
+    )
     command.add_argument(
         "--clip-x0",
         action=argparse.BooleanOptionalAction,

@@ -31,7 +31,8 @@ from core.charts import draw_line_chart
 from core.checkpoint import load_checkpoint
 from core.imaging import make_grid, points_to_image, save_images, save_points, to_pil, to_uint8
 from core.metrics import has_metric, score_samples
-from core.samplers import draw_noise, make_sampler, sample
+from core.sampler_base import draw_noise
+from core.samplers import make_sampler, sample
 from core.training import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ READY_EXPERIMENTS: dict[str, ReadyExperiment] = {
             "T = 1000 vs 100",
             {"num_timesteps": [1000, 100]},
             "Fewer, bigger noising steps: the network sees only 100 noise levels instead of 1000. Both sample with "
-            "50 DDIM steps; look whether the coarser ladder of noise levels costs any quality.",
+            "the same sampler and step count; look whether the coarser ladder of noise levels costs any quality.",
         ),
     )
 }
@@ -220,7 +221,12 @@ def draw_from_checkpoint(folder: Path, n: int, seed: int) -> torch.Tensor:
     checkpoint = load_checkpoint(folder)
     settings = checkpoint.sampling_defaults
     sampler = make_sampler(
-        settings.sampler, checkpoint.schedule, eta=settings.eta, objective=checkpoint.objective, clip_x0=True
+        settings.sampler,
+        checkpoint.schedule,
+        eta=settings.eta,
+        objective=checkpoint.objective,
+        clip_x0=True,
+        spacing=settings.spacing,
     )
     generator = torch.Generator().manual_seed(seed)
     x_T = draw_noise((n, *checkpoint.sample_shape), generator, "cpu", torch.float32)

@@ -92,11 +92,12 @@ class TrainConfig:
     num_threads: int | None = None  # CPU threads; None: one per available core
     precision: str = "auto"  # "auto" (bf16 autocast where native: CUDA, CPUs with bf16 units), "bf16" or "fp32"
     num_buckets: int = 10  # the loss is also tracked per tenth of [0, T)
-    # the sampler settings the checkpoint records (config.json "sampling_defaults"); None: the objective's own
-    # (SamplingDefaults.for_objective: DDIM, 50 steps, eta 1 for x0 prediction, eta 0 for eps and v)
-    sample_sampler: str | None = None  # "ddim" or "ddpm"
-    sample_steps: int | None = None  # network calls (default: 50 for DDIM, T for DDPM)
+    # the sampler settings the checkpoint records (config.json "sampling_defaults"); None: the defaults
+    # (SamplingDefaults.for_objective: DPM-Solver++(2M) SDE, 10 steps, trailing timesteps)
+    sample_sampler: str | None = None  # a name in core.samplers.SAMPLERS
+    sample_steps: int | None = None  # sampler steps (default: that sampler's usual, core.samplers.default_steps)
     sample_eta: float | None = None  # DDIM's fresh noise per step, 0..1
+    sample_spacing: str | None = None  # the noise levels (core.noise_levels.SPACINGS)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -177,6 +178,7 @@ class TrainConfig:
                 sampler=self.sample_sampler,
                 steps=steps,
                 eta=self.sample_eta,
+                spacing=self.sample_spacing,
                 num_timesteps=self.num_timesteps,
             )
         except ValueError as error:

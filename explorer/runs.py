@@ -1,13 +1,13 @@
 """A user's finished training runs, kept for the Experiments tab: the run record and the per-user run list.
 
 Every training run that ends (finished, stopped or diverged, with at least one step) becomes a `RunRecord`: its
-config, its loss per step, its loss by timestep bucket, RUN_SAMPLES samples of the EMA model drawn with a 20-step
-DDIM from one fixed x_T (the noise of RUN_SEED, the same for every run, so that the grids of two runs differ only by
-what the runs learned), and their quality numbers (core.metrics.score_samples; None for data without a metric).
-Drawing and scoring take 0.5 s for the tiny digit model on 2 quiet cores (0.7 s the first time; 2D sets 0.07 s; the
-small U-Net 2-3 s, the seed U-Net 4 s); `record_run` runs them on the compute worker. A user's `RunList` keeps at
-most MAX_RUNS records (the oldest leaves with a note) and is emptied when their session closes (explorer.sessions),
-so memory stays bounded: a record is about 0.5 MB (its samples).
+config, its loss per step, its loss by timestep bucket, RUN_SAMPLES samples of the EMA model drawn with the Train
+tab's preview sampler (explorer.training_run.Preview) from one fixed x_T (the noise of RUN_SEED, the same for every
+run, so that the grids of two runs differ only by what the runs learned), and their quality numbers
+(core.metrics.score_samples; None for data without a metric). `record_run` draws and scores on the compute worker;
+how long that takes per U-Net preset: benchmarks/RESULTS.md "Keeping a run for the Experiments tab". A user's
+`RunList` keeps at most MAX_RUNS records (the oldest leaves with a note) and is emptied when their session closes
+(explorer.sessions), so memory stays bounded: a record is about 0.5 MB (its samples).
 
 `export_experiment` writes chosen records as a zip in core/experiment.py's format: experiment.json, experiment.png
 (core.experiment.experiment_figure), each run's samples.npz and grid.png.

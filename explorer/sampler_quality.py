@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import plotly.graph_objects as go
 
 from core.sampler_sweep import REFERENCE, SWEEP_SAMPLERS, SamplerChoice, SweepPoint, mean_by_label, sweep
-from core.samplers import recommended_spacing
+from core.samplers import DEFAULT_SPACING
 from explorer.figures import PALETTE, log_ticks, styled
 from explorer.models import ModelEntry
 from explorer.sampling_run import check_settings, sampler_label
@@ -146,11 +146,11 @@ def quality_figure(quality: QualityCurves) -> go.Figure:
 
 
 def measure_plan(entry: ModelEntry, calls: Sequence[int] = MEASURE_CALLS) -> tuple[list, list[str]]:
-    """What `measure` runs for this model: [(SamplerChoice, steps)], every SWEEP_SAMPLERS choice (on Karras sigmas,
-    or trailing timesteps under zero terminal SNR) at each of `calls` that fits T, then the reference (DDPM over
+    """What `measure` runs for this model: [(SamplerChoice, steps)], every SWEEP_SAMPLERS choice (on trailing
+    timesteps, core.samplers.DEFAULT_SPACING) at each of `calls` that fits T, then the reference (DDPM over
     every timestep); and a note for each choice this model cannot run (explorer.sampling_run.check_settings)."""
     num_timesteps = entry.checkpoint.schedule.num_timesteps
-    spacing = recommended_spacing(entry.checkpoint.schedule.has_zero_terminal_snr)
+    spacing = DEFAULT_SPACING
     plan: list[tuple[SamplerChoice, int]] = []
     refused: list[str] = []
     for choice in (*(replace(c, spacing=spacing) for c in SWEEP_SAMPLERS), REFERENCE):

@@ -203,14 +203,21 @@ def test_resume_needs_training_state(saved):
 
 
 def test_sampling_defaults_round_trip(tmp_path):
-    record = SamplingDefaults("ddpm", 40, 0.5)
+    record = SamplingDefaults("heun", 40, 0.5, "trailing")
     save_checkpoint(tmp_path, tiny_unet(), {**run_config(), "sampling_defaults": record.to_dict()})
     assert json.loads((tmp_path / CONFIG_FILE).read_text())["sampling_defaults"] == {
-        "sampler": "ddpm",
+        "sampler": "heun",
         "steps": 40,
         "eta": 0.5,
+        "spacing": "trailing",
     }
     assert load_checkpoint(tmp_path).sampling_defaults == record
+
+
+def test_a_sampling_record_without_the_spacing_samples_as_it_was_written(saved):
+    """Records older than the spacing field sampled on DDIM's "leading" timesteps, and still do."""
+    rewrite_config(saved, lambda c: c.update({"sampling_defaults": {"sampler": "ddim", "steps": 50, "eta": 1.0}}))
+    assert load_checkpoint(saved).sampling_defaults == SamplingDefaults("ddim", 50, 1.0, "leading")
 
 
 def test_a_schedule_record_without_the_parameters_gets_todays_defaults(saved):
@@ -220,12 +227,13 @@ def test_a_schedule_record_without_the_parameters_gets_todays_defaults(saved):
     assert torch.equal(schedule.betas, make_schedule("linear", 100).betas) and not schedule.has_zero_terminal_snr
 
 
-@pytest.mark.parametrize(("objective", "eta"), [("x0", 1.0), ("eps", 0.0), ("v", 0.0)])
-def test_a_checkpoint_without_the_record_gets_its_objectives_defaults(saved, objective, eta):
-    """Checkpoints saved before the record existed load, and sample with DDIM-50 (eta 1 for x0 prediction)."""
+@pytest.mark.parametrize("objective", ["x0", "eps", "v"])
+def test_a_checkpoint_without_the_record_gets_the_defaults(saved, objective):
+    """Checkpoints saved before the record existed load, and sample with the defaults: DPM-Solver++(2M) SDE,
+    10 steps on trailing timesteps."""
     rewrite_config(saved, lambda c: c.update({"objective": objective}))
     assert "sampling_defaults" not in read_config(saved)
-    assert load_checkpoint(saved).sampling_defaults == SamplingDefaults("ddim", 50, eta)
+    assert load_checkpoint(saved).sampling_defaults == SamplingDefaults("dpmpp_2m_sde", 10, 0.0, "trailing")
 
 
 @pytest.mark.parametrize(
@@ -234,12 +242,13 @@ def test_a_checkpoint_without_the_record_gets_its_objectives_defaults(saved, obj
         ("ddim", "must be an object with sampler, steps, eta"),
         ({"sampler": "ddim", "steps": 50}, "missing ['eta']"),
         ({"sampler": "ddim", "steps": 50, "eta": 1, "cfg": 2}, "unknown ['cfg']"),
-        ({"sampler": "euler", "steps": 50, "eta": 0}, "unknown sampler 'euler'; choose one of ddpm, ddim"),
+        ({"sampler": "plms", "steps": 50, "eta": 0}, "unknown sampler 'plms'; choose one of ddpm, ddim, euler"),
         ({"sampler": "ddim", "steps": 0, "eta": 0}, "steps must be a positive integer, got 0"),
         ({"sampler": "ddim", "steps": 12.5, "eta": 0}, "steps must be a positive integer, got 12.5"),
         ({"sampler": "ddim", "steps": 101, "eta": 0}, "steps must be at most 100 (the model's T), got 101"),
         ({"sampler": "ddim", "steps": 50, "eta": 1.5}, "eta must be in [0, 1]"),
         ({"sampler": "ddim", "steps": 50, "eta": "1"}, "eta must be in [0, 1]"),
+        ({"sampler": "ddim", "steps": 50, "eta": 0, "spacing": "uniform"}, "unknown timestep spacing 'uniform'"),
     ],
 )
 def test_a_bad_sampling_record_is_refused_with_what_is_wrong(saved, tmp_path, record, message):

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from core.checkpoint import load_checkpoint
+from core.classic_samplers import DDIMSampler, DDPMSampler
 from core.cli import build_parser, main, plan_sampling
-from core.samplers import DDIMSampler, DDPMSampler, SamplingDefaults
+from core.samplers import SamplingDefaults
 from core.schedules import make_schedule
 
 
@@ -111,9 +112,9 @@ def test_sample_npz_is_reproducible_per_seed(trained, tmp_path):
 
 
 def test_train_records_the_objectives_sampling_defaults(trained):
-    """x0 prediction (the training default) samples best with DDIM-50 at eta 1 (benchmarks/RESULTS.md)."""
+    """The defaults: DPM-Solver++(2M) SDE, 10 steps, trailing (benchmarks/RESULTS.md "Sampler quality")."""
     config = json.loads((trained / "config.json").read_text())
-    assert config["sampling_defaults"] == {"sampler": "ddim", "steps": 50, "eta": 1.0}
+    assert config["sampling_defaults"] == {"sampler": "dpmpp_2m_sde", "steps": 10, "eta": 0.0, "spacing": "trailing"}
 
 
 def test_train_records_the_sampling_defaults_it_is_given(tmp_path):
@@ -122,7 +123,9 @@ def test_train_records_the_sampling_defaults_it_is_given(tmp_path):
     assert main([*argv, "--sample-sampler", "ddpm", "--sample-eta", "0.5"]) == 0
     assert load_checkpoint(out).sampling_defaults == SamplingDefaults("ddpm", 1000, 0.5)  # DDPM's own: every t
     assert main([*argv, "--sample-steps", "20"]) == 0
-    assert load_checkpoint(out).sampling_defaults == SamplingDefaults("ddim", 20, 0.0)  # eps: eta 0
+    assert load_checkpoint(out).sampling_defaults == SamplingDefaults("dpmpp_2m_sde", 20, 0.0, "trailing")
+    assert main([*argv, "--sample-sampler", "ddim", "--sample-eta", "1", "--sample-spacing", "leading"]) == 0
+    assert load_checkpoint(out).sampling_defaults == SamplingDefaults("ddim", 50, 1.0, "leading")  # DDIM's own 50
 
 
 def test_every_schedule_flag_reaches_the_checkpoint(tmp_path):
@@ -138,7 +141,7 @@ def test_every_schedule_flag_reaches_the_checkpoint(tmp_path):
     assert torch.equal(checkpoint.schedule.betas, make_schedule("linear", **params).betas)
     training = checkpoint.config["training"]
     assert (training["min_snr_gamma"], training["p_uncond"], training["weighting"]) == (3.0, 0.25, "min_snr")
-    assert checkpoint.sampling_defaults.steps == 40  # T below DDIM's usual 50: every step
+    assert checkpoint.sampling_defaults.network_calls == 10  # the default 10 steps fit T = 40
 
 
 def plan(argv):
@@ -153,10 +156,10 @@ def test_sample_uses_the_checkpoints_defaults_unless_told_otherwise(trained, tmp
     config["sampling_defaults"] = {"sampler": "ddim", "steps": 7, "eta": 0.25}
     (checkpoint / "config.json").write_text(json.dumps(config))
     recorded = plan(["--checkpoint", str(checkpoint)])
-    assert recorded.settings == SamplingDefaults("ddim", 7, 0.25) and recorded.steps == 7
+    assert recorded.settings == SamplingDefaults("ddim", 7, 0.25, "leading") and recorded.steps == 7
     assert isinstance(recorded.sampler, DDIMSampler) and recorded.sampler.eta == 0.25
     assert plan(["--checkpoint", str(checkpoint), "--eta", "0", "--steps", "3"]).settings == SamplingDefaults(
-        "ddim", 3, 0.0
+        "ddim", 3, 0.0, "leading"
     )
     ddpm = plan(["--checkpoint", str(checkpoint), "--sampler", "ddpm"])  # another sampler: its own step count
     assert isinstance(ddpm.sampler, DDPMSampler) and ddpm.steps == 1000
@@ -234,3 +237,36 @@ def test_bad_arguments_exit_with_a_message(argv, message, trained, capsys, tmp_p
 def test_console_script_runs_the_same_cli():
     result = subprocess.run(["ddpm", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "train" in result.stdout and "sample" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("sampler", "spacing", "steps", "calls"),
+    [("heun", "karras", 3, 5), ("dpmpp_2m", "karras", 4, 4), ("euler_ancestral", "trailing", 3, 3)],
+)
+def test_sample_with_the_new_samplers(trained, tmp_path, capsys, sampler, spacing, steps, calls):
+    out = tmp_path / "grid.npz"
+    argv = ["sample", "--checkpoint", str(trained), "--n", "3", "--device", "cpu", "--out", str(out)]
+    assert main([*argv, "--sampler", sampler, "--spacing", spacing, "--steps", str(steps)]) == 0
+    assert np.load(out)["images"].shape[0] == 3
+    calls_note = f" ({calls} network calls)" if calls != steps else ""
+    assert f"({sampler}, {steps} steps{calls_note}, {spacing}," in capsys.readouterr().err
+
+
+def test_samplers_that_cannot_run_a_model_are_refused_before_sampling(tmp_path, capsys):
+    out = tmp_path / "zero_snr"
+    common = ["--steps", "2", "--batch-size", "4", "--device", "cpu"]
+    assert main(["train", *common, "--zero-terminal-snr", "--objective", "v", "--out", str(out)]) == 0
+    for extra, message in [
+        (["--spacing", "karras"], "Karras sigmas need a finite sigma_max"),
+        (["--sampler", "euler", "--spacing", "trailing"], "euler integrates x / sqrt(alpha-bar)"),
+    ]:
+        argv = ["sample", "--checkpoint", str(out), "--n", "1", "--out", str(tmp_path / "x.png"), *extra]
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sample", "--checkpoint", str(out), "--spacing", "uniform", "--out", str(tmp_path / "x.png")])
+    assert "invalid choice: 'uniform'" in capsys.readouterr().err
+    # DPM-Solver++ starts from pure noise at zero terminal SNR: alpha = 0 makes its first step DDIM's
+    assert main(["sample", "--checkpoint", str(out), "--n", "1", "--sampler", "dpmpp_2m", "--spacing", "trailing",
+                 "--steps", "3", "--out", str(tmp_path / "ok.png")]) == 0  # fmt: skip

@@ -35,14 +35,16 @@ side the bias lies; the tolerance is the allowance plus Z standard errors of the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
+from exact_mixture import BIMODAL, GAUSSIAN, ExactEps
 from torch import Tensor, nn
 
+from core.classic_samplers import DDIMSampler, DDPMSampler
 from core.diffusion import predict_v, predict_x0, q_sample
-from core.samplers import DDIMSampler, DDPMSampler, Sampler, sample
+from core.sampler_base import Sampler
+from core.samplers import sample
 from core.schedules import NoiseSchedule, make_schedule
 
 N = 20000
@@ -62,68 +64,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def linear() -> NoiseSchedule:
     return make_schedule("linear", 1000)
-
-
-@dataclass(frozen=True)
-class Mixture:
-    weights: tuple[float, ...]
-    means: tuple[float, ...]
-    stds: tuple[float, ...]
-
-    @property
-    def mean(self) -> float:
-        return sum(w * m for w, m in zip(self.weights, self.means, strict=True))
-
-    def central_moment(self, order: int) -> float:
-        """E[(x - mean)^order] for order 2 or 4."""
-        total = 0.0
-        for w, m, s in zip(self.weights, self.means, self.stds, strict=True):
-            d = m - self.mean
-            total += w * (d**2 + s**2 if order == 2 else d**4 + 6 * d**2 * s**2 + 3 * s**4)
-        return total
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.central_moment(2))
-
-    def se_std(self, n: int) -> float:
-        """Standard error of the sample std, sqrt((mu_4 - var^2) / (4 var n)); sigma / sqrt(2n) if normal."""
-        var = self.central_moment(2)
-        return math.sqrt((self.central_moment(4) - var**2) / (4 * var * n))
-
-    def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        k = torch.multinomial(torch.tensor(self.weights), n, replacement=True, generator=generator)
-        z = torch.randn(n, generator=generator, dtype=torch.float64)
-        means, stds = (torch.tensor(v, dtype=torch.float64) for v in (self.means, self.stds))
-        return means[k] + stds[k] * z
-
-
-GAUSSIAN = Mixture((1.0,), (0.3,), (0.5,))
-BIMODAL = Mixture((0.3, 0.7), (-0.6, 0.6), (0.1, 0.1))
-
-
-class ExactEps(nn.Module):
-    """The optimal noise predictor E[eps | x_t] for scalar mixture data (x of shape [B, 1, 1, 1], t a
-    LongTensor [B]), computed in float64 in log-space. `denoise` feeds the model x_t in the dtype of its first
-    parameter (core.samplers.model_dtype; float32 without one), so an unused parameter sets the dtype."""
-
-    def __init__(self, schedule: NoiseSchedule, data: Mixture, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        f64 = {"dtype": torch.float64}
-        self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.clone())
-        self.register_buffer("log_w", torch.tensor(data.weights, **f64).log())
-        self.register_buffer("m", torch.tensor(data.means, **f64))
-        self.register_buffer("s", torch.tensor(data.stds, **f64))
-        self.dtype_anchor = nn.Parameter(torch.zeros((), dtype=dtype), requires_grad=False)
-
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        a = self.alphas_cumprod[t].reshape(-1, *([1] * x.dim()))  # [B, 1, 1, 1, 1]; the last axis is k
-        xk = x.to(torch.float64).unsqueeze(-1)
-        var = a * self.s**2 + 1 - a
-        centred = xk - a.sqrt() * self.m
-        log_r = self.log_w - 0.5 * centred**2 / var - 0.5 * var.log()
-        r = torch.softmax(log_r, dim=-1)
-        return ((1 - a).sqrt() * centred / var * r).sum(dim=-1).to(x.dtype)
 
 
 class AsObjective(nn.Module):

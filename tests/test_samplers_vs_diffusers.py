@@ -23,8 +23,9 @@ import torch
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from core.classic_samplers import DDIMSampler, DDPMSampler
 from core.diffusion import q_sample, training_target
-from core.samplers import SPACINGS, DDIMSampler, DDPMSampler, timestep_sequence
+from core.noise_levels import WHOLE_SPACINGS, timestep_sequence
 from core.schedules import NoiseSchedule, make_schedule
 
 T = 1000
@@ -230,7 +231,7 @@ def test_ddpm_fewer_steps_matches_diffusers(linear, objective, t):
 
 
 @pytest.mark.parametrize("num_steps", [10, 50, 100, 1000, 7, 3, 1])
-@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("spacing", WHOLE_SPACINGS)
 def test_timestep_sequence_matches_diffusers(spacing, num_steps):
     ref = DDIMScheduler(**LINEAR, timestep_spacing=spacing)
     ref.set_timesteps(num_steps)

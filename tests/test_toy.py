@@ -18,7 +18,8 @@ from core.cli import main
 from core.data import load_dataset
 from core.diffusion import training_loss
 from core.point_metrics import sliced_wasserstein
-from core.samplers import denoise, draw_noise, make_sampler, sample
+from core.sampler_base import draw_noise
+from core.samplers import denoise, make_sampler, sample
 from core.schedules import make_schedule
 from core.toy import TOY_PRESETS, ToyMLP, make_toy_mlp
 from core.training import TrainConfig, Trainer
