@@ -300,7 +300,9 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         "checkpoint_step": plan.checkpoint.step,
         "sampler": plan.settings.sampler,
         "steps": plan.steps,
+        "network_calls": plan.settings.network_calls,
         "eta": plan.settings.eta,
+        "spacing": plan.settings.spacing,
         "seed": args.seed,
         "device": str(plan.device),
     }

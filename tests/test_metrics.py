@@ -269,7 +269,8 @@ def test_evaluate_prints_the_metrics_as_json(tiny_checkpoint, capsys):
     for key in ("confident_fraction", "class_entropy", "class_histogram", "n", "reading", "split"):
         assert key in report
     assert report["n"] == 12 and sum(report["class_histogram"]) == 12 and report["steps"] == 3
-    assert report["sampler"] == "ddim" and report["eta"] == 1.0  # what the checkpoint records (x0 prediction)
+    assert (report["sampler"], report["spacing"]) == ("dpmpp_2m_sde", "trailing")  # what the checkpoint records
+    assert report["network_calls"] == 3
     assert report["fd"] > report["fd_real_floor"] > 0 and report["sampling_seconds"] > 0
     assert report["split"] == "report" and report["confident_fraction"] < 0.5  # 5 training steps: no digits yet
     assert report["reading"] in (
@@ -309,7 +310,7 @@ def test_evaluate_refuses_a_model_of_other_images(tiny_checkpoint, tmp_path, cap
         (["--n", "1"], "at least 2"),
         (["--n", "5000"], "at most 1024"),
         (["--steps", "5000"], "at most 1000"),
-        (["--sampler", "euler"], "invalid choice: 'euler'"),
+        (["--sampler", "plms"], "invalid choice: 'plms'"),
         (["--checkpoint", "nowhere"], "no config.json"),
     ],
 )

@@ -189,7 +189,7 @@ def test_sample_replay_gif_and_compare(registry, tmp_path):
     assert "10 of 10 steps" in progress and slider.maximum == 9 and slider.value == 9
     assert len(visited.data[1].x) == 10 and "clean sample" in caption
     first = tab.show_step(0, request=user)
-    assert "step 1 of 10" in first[3] and first[4].data[2].x[0] == 900
+    assert "step 1 of 10" in first[3] and first[4].data[2].x[0] == 999  # the default spacing: trailing
     with pytest.raises(gr.Error, match="step must be a whole number from 0 to 9"):
         tab.show_step(10, request=user)
     gif = tab.export_gif(request=user)
