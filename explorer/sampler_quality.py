@@ -12,6 +12,7 @@ and the sliced Wasserstein-2 distance for 2D points (core.sampler_sweep.quality_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -29,6 +30,7 @@ MEASURE_SEED = 0
 SAMPLER_COLOURS = (*PALETTE[:6], PALETTE[7])  # one per SWEEP_SAMPLERS choice (PALETTE's yellow is faint on white)
 REFERENCE_COLOUR = "#777777"
 QUALITY_HEIGHT = 520
+SAME_TOLERANCE = 1e-4  # relative: two curves this close are one method (different samplers differ by percents)
 METRIC_NAMES = {"digits": "FD to real digits", "points": "sliced W2 to the data"}
 
 
@@ -96,11 +98,49 @@ def _curves(points: Sequence[SweepPoint], split: str) -> QualityCurves:
     )
 
 
+def twins(quality: QualityCurves) -> dict[str, str]:
+    """Lines that lie on an earlier one (name -> the earlier one's name), to SAME_TOLERANCE: samplers that take the
+    same steps, as Euler takes DDIM's with eta 0 (Karras et al. 2022) and Euler ancestral DDIM's with eta 1 (the
+    shipped digits' FDs agree to 1e-6, float rounding apart)."""
+    found: dict[str, str] = {}
+    for i, curve in enumerate(quality.curves):
+        for earlier in quality.curves[:i]:
+            same = earlier.calls == curve.calls and all(
+                math.isclose(a, b, rel_tol=SAME_TOLERANCE) for a, b in zip(earlier.values, curve.values, strict=True)
+            )
+            if len(curve.calls) > 1 and same:
+                found[curve.name] = earlier.name
+                break
+    return found
+
+
+def quality_note(quality: QualityCurves) -> str:
+    """What the chart alone does not say: which lines hide another, what the diamonds are ("" if neither)."""
+    notes = []
+    same = twins(quality)
+    if same:
+        pairs = "; ".join(f"{_sampler(earlier)} = {_sampler(name)}" for name, earlier in same.items())
+        notes.append(f"A dotted line lies on another: the two take the same steps ({pairs}).")
+    spacings = sorted({_spacing(c.name) for c in quality.curves if len(c.calls) == 1})
+    if spacings:
+        notes.append(f"Diamonds: the samplers with the {' or '.join(spacings)} spacing (hover for their names).")
+    return " ".join(notes)
+
+
+def _sampler(name: str) -> str:
+    return name.rsplit(", ", 1)[0]
+
+
+def _spacing(name: str) -> str:
+    return name.rsplit(", ", 1)[-1]
+
+
 def quality_figure(quality: QualityCurves) -> go.Figure:
-    """Quality against network calls, both on log axes: a line per sampler measured at several call counts, a
-    diamond per one measured at one count only (another spacing, named on hover), and the reference as a dashed
-    line across."""
+    """Quality against network calls, both on log axes: a line per sampler measured at several call counts (dotted
+    where it lies on an earlier one, so that both show), a diamond per one measured at one count only (another
+    spacing, named on hover), and the reference as a dashed grey line across."""
     fig = go.Figure()
+    hidden = twins(quality)
     for curve in quality.curves:
         several = len(curve.calls) > 1
         fig.add_trace(
@@ -110,7 +150,7 @@ def quality_figure(quality: QualityCurves) -> go.Figure:
                 customdata=curve.seconds,
                 name=curve.name,
                 mode="lines+markers" if several else "markers",
-                line={"color": curve.colour, "width": 3},
+                line={"color": curve.colour, "width": 3, "dash": "dot" if curve.name in hidden else "solid"},
                 marker={
                     "color": curve.colour,
                     "size": 8 if several else 12,

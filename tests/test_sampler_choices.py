@@ -34,7 +34,7 @@ from core.schedules import make_schedule
 from core.unet import UNet, UNetConfig
 from explorer.figures import alpha_bar_at
 from explorer.models import DEFAULT_MODEL, PRETRAINED, ModelEntry, load_entry, pretrained
-from explorer.sampler_quality import measure_plan, quality_curves, quality_figure
+from explorer.sampler_quality import measure_plan, quality_curves, quality_figure, quality_note, twins
 from explorer.sampling_run import SAMPLER_LABELS, check_request, check_settings, sample_request, sampler_name
 from explorer.sessions import SessionRegistry
 from explorer.tabs.quality import NOT_MEASURED_OWN, NOT_MEASURED_SHIPPED, QualitySection
@@ -155,15 +155,17 @@ def test_what_a_model_cannot_run_is_refused_with_the_reason(digits, tiny):
 # ---- the quality chart --------------------------------------------------------------------------------------------
 
 
-def fake_sweep(path: Path) -> Path:
+def fake_sweep(path: Path, same_as: dict[int, int] | None = None) -> Path:
     """A sweep record like benchmarks/sampler_quality.py writes for a digit model: each sampler on Karras sigmas at
-    5-50 calls and on trailing timesteps at 10, DDPM over every timestep, two seeds; made-up but plausible FDs."""
+    5-50 calls and on trailing timesteps at 10, DDPM over every timestep, two seeds; made-up but plausible FDs (the
+    sampler at place i of SWEEP_SAMPLERS gets the numbers of the one at same_as[i])."""
     points = []
     for seed in (0, 1):
         for rank, choice in enumerate(SWEEP_SAMPLERS):
             plan = [(choice, c) for c in (5, 10, 20, 50)] + [(SamplerChoice(choice.name, choice.eta, "trailing"), 10)]
             for sampler, calls in plan + ([(REFERENCE, 1000)] if rank == 0 else []):
-                fd = 3.0 if sampler is REFERENCE else (1 + rank / 10) * 200 / calls + seed
+                like = (same_as or {}).get(rank, rank)
+                fd = 3.0 if sampler is REFERENCE else (1 + like / 10) * 200 / calls + seed
                 metrics = {"report": {"kind": "digits", "fd": fd, "n": 200}}
                 label, name, eta, spacing = sampler.label, sampler.name, sampler.eta, sampler.spacing
                 points.append(SweepPoint(label, name, eta, spacing, calls, calls, seed, 0.1, metrics))
@@ -182,6 +184,23 @@ def test_the_chart_draws_a_line_per_sampler_and_ddpm_as_a_dashed_reference(tmp_p
     assert [t.name for t in shown][-1] == "DDPM, every timestep (1000 calls)" and shown[-1].line.dash == "dash"
     assert "DPM++ 2M, karras" in [t.name for t in shown]
     assert figure.layout.xaxis.type == figure.layout.yaxis.type == "log"
+
+
+def test_a_line_hidden_by_another_is_dotted_and_the_note_says_why(tmp_path):
+    """Euler takes DDIM's steps (eta 0) and Euler ancestral DDIM's with eta 1: their lines coincide, so the later is
+    dotted and the note names the pairs; the diamonds are named too."""
+    ddim, ddim_1, euler, ancestral = (0, 1, 2, 3)  # places in SWEEP_SAMPLERS
+    assert [(SWEEP_SAMPLERS[i].name, SWEEP_SAMPLERS[i].eta) for i in (ddim, ddim_1, euler, ancestral)] == [
+        ("ddim", 0.0), ("ddim", 1.0), ("euler", 0.0), ("euler_ancestral", 0.0),
+    ]  # fmt: skip
+    quality = quality_curves(read_quality(fake_sweep(tmp_path, {euler: ddim, ancestral: ddim_1})), "report")
+    assert twins(quality) == {"Euler, karras": "DDIM eta 0, karras", "Euler ancestral, karras": "DDIM eta 1, karras"}
+    assert quality_note(quality) == (
+        "A dotted line lies on another: the two take the same steps (DDIM eta 0 = Euler; DDIM eta 1 = Euler "
+        "ancestral). Diamonds: the samplers with the trailing spacing (hover for their names)."
+    )
+    dashes = {trace.name: trace.line.dash for trace in quality_figure(quality).data}
+    assert dashes["Euler, karras"] == "dot" and dashes["DDIM eta 0, karras"] == "solid"
 
 
 def test_a_shipped_model_shows_its_precomputed_chart_or_says_it_is_not_measured_yet(digits, tmp_path, monkeypatch):
