@@ -35,13 +35,16 @@ TAB_IDS = {  # label -> id (gr.Tabs(selected=id) switches to a tab)
     "Sample": "sample",
     "Experiments": "experiments",
 }
-QUEUE_MAX_SIZE = 64  # waiting requests beyond this are told the app is busy
+QUEUE_MAX_SIZE = 128  # waiting requests beyond this are told the app is busy (a class of 30 is ~60 requests)
 CONCURRENCY_LIMIT = 2  # callbacks of one kind that run at once (2 cores)
 DELETE_CACHE = (1800, 3600)  # every 30 min, delete Gradio's cached files older than an hour
 LAUNCH_OPTIONS: dict = {
     "max_file_size": "20mb",  # uploads over this are refused by Gradio before any of our code runs
     "show_error": True,  # gr.Error messages reach the user
     "footer_links": ["api"],
+    # threads for callbacks: every heavy run holds one while it waits for its place or its merged network call
+    # (up to explorer.sessions.HEAVY_CONCURRENCY of them), and the light requests need some beside them
+    "max_threads": 128,
 }
 CSS = """
 .gradio-container {max-width: 1400px !important}

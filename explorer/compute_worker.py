@@ -58,6 +58,10 @@ class ComputeWorker:
         self._thread: threading.Thread | None = None
 
     def __call__(self, fn: Callable[[], T], priority: int = 0) -> T:
+        return self.submit(fn, priority).result()
+
+    def submit(self, fn: Callable[[], T], priority: int = 0) -> Future:
+        """Queue fn() on the worker without waiting: its Future gets the result (or the exception)."""
         future: Future = Future()
         with self._ready:
             if self._thread is None:  # the thread starts with the first step
@@ -65,7 +69,7 @@ class ComputeWorker:
                 self._thread.start()
             self._lanes[priority].append((fn, future))
             self._ready.notify_all()
-        return future.result()
+        return future
 
     def lane(self, priority: int) -> Callable[[Callable[[], T]], T]:
         """A `worker` whose steps all have this priority."""

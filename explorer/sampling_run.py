@@ -18,15 +18,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from core.noise_levels import SPACINGS
 from core.sampler_base import Step, draw_noise
 from core.samplers import SAMPLERS, denoise, make_sampler
+from explorer.merged_calls import MergedCalls
 from explorer.models import ModelEntry
 from explorer.trajectory import Trajectory
 
@@ -197,10 +199,31 @@ def run_sampling(
     labels: Tensor | None = None,
     guidance: float = 1.0,
     compute: Callable[[Callable[[], Any]], Any] | None = None,
+    merged: MergedCalls | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[Step, Trajectory]]:
     """Sample from x_T, yielding (step, trajectory so far) after every network call; the trajectory records
-    every call (see explorer.trajectory). Ends early, between calls, when stop() returns True."""
+    every call (see explorer.trajectory). Ends early, between calls, when stop() returns True.
+
+    Where it computes: with `merged`, the sampler steps in the caller's thread and every network call merges
+    with other runs' calls of the same model on the compute worker (explorer.merged_calls); otherwise each whole
+    step runs through `compute` (default: the caller's thread). The trajectory's seconds are the run's wall time
+    either way (with `merged`, the wait for the merged call included)."""
+    with merged.joined(entry.model) if merged is not None else nullcontext(entry.model) as network:
+        yield from _steps(entry, settings, x_T, network, seed, labels, guidance, compute, stop)
+
+
+def _steps(
+    entry: ModelEntry,
+    settings: SamplerSettings,
+    x_T: Tensor,
+    network: nn.Module,
+    seed: int,
+    labels: Tensor | None,
+    guidance: float,
+    compute: Callable[[Callable[[], Any]], Any] | None,
+    stop: Callable[[], bool] | None,
+) -> Iterator[tuple[Step, Trajectory]]:
     schedule = entry.checkpoint.schedule
     sampler = make_sampler(
         settings.sampler,
@@ -222,7 +245,7 @@ def run_sampling(
         num_steps=settings.steps,
         sampler=settings.label,
     )
-    steps = denoise(entry.model, sampler, x_T, settings.steps, y=labels, guidance_scale=guidance, generator=generator)
+    steps = denoise(network, sampler, x_T, settings.steps, y=labels, guidance_scale=guidance, generator=generator)
 
     def timed_step() -> tuple[Step | None, float]:
         start = time.perf_counter()

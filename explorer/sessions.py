@@ -7,11 +7,14 @@ out, so two users never see each other's models or files.
 
 Heavy jobs are limited for the whole server in two ways:
 
-* admission: at most `max_jobs` runs of each kind (training, sampling) are active; later ones wait in a
+* admission: at most `max_jobs[kind]` runs of each kind (training, sampling) are active; later ones wait in a
   first-come queue of their kind and are told "busy, position N" until their turn (`JobTicket`); beyond
-  `max_waiting` waiting runs of a kind a new one is refused at once with "the server is full, try again in a
-  minute" (a queue that only grows helps nobody). Kinds have places of their own so that a 16-picture sample (a
-  second) never waits behind two minute-long trainings;
+  `max_waiting[kind]` waiting runs of a kind a new one is refused at once with "the server is full, try again in
+  a minute" (a queue that only grows helps nobody). Kinds have places of their own so that a 16-picture sample (a
+  second) never waits behind two minute-long trainings. Sampling has many more places than training (32 active,
+  32 waiting against 2 and 8): active sampling runs of one model share each network call
+  (explorer.merged_calls) and identical requests share one run (explorer.shared_runs, `shared_runs`), so a whole
+  class sampling at once costs little more than one large batch, while each training costs its own steps;
 * compute: every step of every active run runs on the one compute thread (explorer.compute_worker), sampling
   steps first, so the active runs take turns step by step.
 
@@ -21,6 +24,7 @@ A session is closed (its run asked to stop, its models dropped, its folder delet
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -34,16 +38,22 @@ from pathlib import Path
 from typing import Any
 
 from explorer.compute_worker import PRIORITY, ComputeWorker
+from explorer.merged_calls import MergedCalls
 from explorer.runs import RunList
+from explorer.shared_runs import SharedRuns
 
 LOCAL_SESSION = "local"  # the key of calls made without a Gradio request (tests, scripts)
 DEFAULT_IDLE_TIMEOUT = 3600.0  # seconds without any request before a session is closed
 MAX_JOBS_ENV = "DDPM_EXPLORER_MAX_JOBS"
 MAX_WAITING_ENV = "DDPM_EXPLORER_MAX_WAITING"
-# Gradio runs up to this many training and sampling callbacks at once (one concurrency group); inside them the
-# registry's own queue decides which may compute, and tells the others their place
+MAX_SAMPLING_JOBS_ENV = "DDPM_EXPLORER_MAX_SAMPLING_JOBS"
+MAX_SAMPLING_WAITING_ENV = "DDPM_EXPLORER_MAX_SAMPLING_WAITING"
+KINDS = ("training", "sampling")
+# Gradio runs up to this many training and sampling callbacks at once (one concurrency group): every place, active
+# or waiting, of both kinds with the defaults (2 + 8 + 32 + 32), so that the registry's own queue, not Gradio's,
+# decides which may compute and tells the others their place
 HEAVY_GROUP = "heavy"
-HEAVY_CONCURRENCY = 16
+HEAVY_CONCURRENCY = 74
 
 
 def _count_from_environment(name: str, default: int, minimum: int) -> int:
@@ -58,16 +68,24 @@ def _count_from_environment(name: str, default: int, minimum: int) -> int:
 
 
 def default_max_jobs() -> int:
-    """Active heavy runs of each kind at once: $DDPM_EXPLORER_MAX_JOBS, else 2 (they share the cores step by step
-    anyway; more only makes each slower)."""
+    """Active training runs at once: $DDPM_EXPLORER_MAX_JOBS, else 2 (they share the cores step by step anyway;
+    more only makes each slower)."""
     return _count_from_environment(MAX_JOBS_ENV, 2, 1)
 
 
 def default_max_waiting() -> int:
-    """Heavy runs of each kind that may wait for a place: $DDPM_EXPLORER_MAX_WAITING, else 8 (with 2 active
-    trainings of a minute, the last one waits about four minutes); later ones are refused with a message to try
-    again."""
+    """Training runs that may wait for a place: $DDPM_EXPLORER_MAX_WAITING, else 8 (with 2 active trainings of a
+    minute, the last one waits about four minutes); later ones are refused with a message to try again."""
     return _count_from_environment(MAX_WAITING_ENV, 8, 0)
+
+
+def default_limits() -> tuple[dict[str, int], dict[str, int]]:
+    """(active, waiting) places per kind: training from default_max_jobs/default_max_waiting; sampling
+    $DDPM_EXPLORER_MAX_SAMPLING_JOBS (else 32) and $DDPM_EXPLORER_MAX_SAMPLING_WAITING (else 32): a class of 30
+    pressing Sample together all run at once, in merged network calls (measured in benchmarks/load_test.py)."""
+    active = {"training": default_max_jobs(), "sampling": _count_from_environment(MAX_SAMPLING_JOBS_ENV, 32, 1)}
+    waiting = {"training": default_max_waiting(), "sampling": _count_from_environment(MAX_SAMPLING_WAITING_ENV, 32, 0)}
+    return active, waiting
 
 
 class JobRefused(RuntimeError):
@@ -115,18 +133,21 @@ class SessionRegistry:
         self,
         root: str | Path | None = None,
         *,
-        max_jobs: int | None = None,
-        max_waiting: int | None = None,
+        max_jobs: int | dict[str, int] | None = None,
+        max_waiting: int | dict[str, int] | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_models_per_session: int = 8,
         compute_threads: int | None = None,
     ) -> None:
         self.root = Path(root) if root is not None else Path(tempfile.gettempdir()) / "ddpm-explorer-sessions"
-        self.max_jobs = max_jobs if max_jobs is not None else default_max_jobs()
-        self.max_waiting = max_waiting if max_waiting is not None else default_max_waiting()
+        default_active, default_waiting = default_limits()
+        self.max_jobs = _per_kind(max_jobs, default_active)  # kind -> active places
+        self.max_waiting = _per_kind(max_waiting, default_waiting)  # kind -> waiting places
         self.idle_timeout = idle_timeout
         self.max_models_per_session = max_models_per_session
         self.compute = ComputeWorker(compute_threads)
+        self.merged_calls = MergedCalls(functools.partial(self.compute.submit, priority=PRIORITY["sampling"]))
+        self.shared_runs = SharedRuns()  # identical sampling requests on shipped models
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._sessions: dict[str, UserSession] = {}
@@ -199,7 +220,7 @@ class SessionRegistry:
                     f"starting {'another' if session.job.kind == kind else 'a ' + kind + ' run'}."
                 )
             active, waiting = self._count(self._active, kind), self._count(self._waiting, kind)
-            if active >= self.max_jobs and waiting >= self.max_waiting:
+            if active >= self.max_jobs[kind] and waiting >= self.max_waiting[kind]:
                 raise JobRefused(server_full_message(active, waiting, kind))
             ticket = JobTicket(session, kind)
             session.job = ticket
@@ -244,7 +265,7 @@ class SessionRegistry:
 
     def _admit(self) -> None:  # with self._lock held
         for ticket in list(self._waiting):  # first come first served, within each kind
-            if self._count(self._active, ticket.kind) < self.max_jobs:
+            if self._count(self._active, ticket.kind) < self.max_jobs[ticket.kind]:
                 self._waiting.remove(ticket)
                 self._active.append(ticket)
         self._changed.notify_all()
@@ -283,6 +304,16 @@ class SessionRegistry:
             while len(session.models) > self.max_models_per_session:
                 session.models.pop(next(iter(session.models)))
             return unique
+
+
+def _per_kind(value: int | dict[str, int] | None, default: dict[str, int]) -> dict[str, int]:
+    """A limit for every kind: the defaults, one number for all kinds, or the given kinds' numbers over the
+    defaults."""
+    if value is None:
+        return dict(default)
+    if isinstance(value, dict):
+        return {**default, **value}
+    return dict.fromkeys(KINDS, value)
 
 
 def server_full_message(active: int, waiting: int, kind: str) -> str:

@@ -12,6 +12,7 @@ spaced subset of their calls (always the first and the last) so that one user's 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,12 @@ class Trajectory:
     @property
     def complete(self) -> bool:
         return self.final is not None
+
+    def snapshot(self) -> Trajectory:
+        """A copy of the record so far that later steps do not change (a run shared with other users goes on
+        after one of them pressed Stop)."""
+        lists = ("timesteps", "sampler_steps", "saved", "x_t", "pred_x0", "pred_eps", "t_saved", "t_prev_saved")
+        return dataclasses.replace(self, **{name: list(getattr(self, name)) for name in lists})
 
     def __len__(self) -> int:
         """Number of saved calls (the slider's range)."""

@@ -10,15 +10,18 @@ session's explorer.trajectory.Trajectory.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import gradio as gr
 
 from core.checkpoint import CheckpointError
 from core.checkpoint_archive import unpack_checkpoint
+from core.sampler_base import Step
 from core.samplers import SamplingDefaults
 from explorer.figures import class_histogram_figure, paths_figure, visited_timesteps_figure
 from explorer.jobs import Job, run_job, throttled
+from explorer.merged_calls import MergedCalls
 from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
 from explorer.sampling_run import (
     EACH_CLASS,
@@ -51,6 +54,31 @@ middle: the model's guess of the finished picture $\hat x_0$; right: the noise i
 drag the slider to replay any step, or save the whole process as a GIF. Every step costs one call of the network
 (Heun's cost two): the fewer calls a sampler needs for good pictures, the faster it is.
 """
+
+
+class LiveFrame:
+    """One network call of a sampling run as the page shows it: the step, the run's trajectory so far, and the
+    step's three pictures, drawn once however many users follow the run (explorer.shared_runs)."""
+
+    def __init__(self, step: Step, trajectory: Trajectory, entry: ModelEntry) -> None:
+        self.step, self.trajectory, self._entry = step, trajectory, entry
+
+    @functools.cached_property
+    def pictures(self) -> tuple:
+        return step_pictures(self.step, self._entry.is_points, self._entry.reference_points)
+
+
+def live_frames(entry: ModelEntry, request: SampleRequest, merged: MergedCalls) -> Iterator[LiveFrame]:
+    """The Sample tab's run of a checked request, a LiveFrame per network call, its network calls merged with
+    other users' runs of the same model (explorer.merged_calls)."""
+    for step, trajectory in sample_request(entry, request, merged=merged):
+        yield LiveFrame(step, trajectory, entry)
+
+
+def sharing_key(entry: ModelEntry, request: SampleRequest) -> tuple | None:
+    """Which requests share one run: the same shipped model and the same checked request (sampler, steps, eta,
+    spacing, seed, count, class, guidance). None (never shared) for a user's own model."""
+    return (entry.name, request) if entry.shipped else None
 
 
 def class_choices(entry: ModelEntry) -> list[str]:
@@ -177,16 +205,18 @@ class SampleTab:
         keep = (gr.update(),) * 7
 
         def work(job: Job) -> Iterator[tuple]:
-            trajectory = None
-            run = sample_request(entry, checked, compute=job.compute, stop=job.stopped)
-            shown = throttled(run, FRAME_INTERVAL, always=lambda item: item[0].index + 1 == total)  # the last call too
-            for step, trajectory in shown:
-                text = f"{checked.settings.title}: {trajectory.call_name(step.index)}, t = {format_t(step.t)}"
-                pictures = step_pictures(step, entry.is_points, entry.reference_points)
-                yield progress_html(step.index + 1, total, text), *pictures, gr.update(), text, gr.update(), gr.update()
-            if trajectory is None or len(trajectory) == 0:
+            frame = None
+            start = functools.partial(live_frames, entry, checked, self.registry.merged_calls)
+            frames = self.registry.shared_runs.follow(sharing_key(entry, checked), start, stop=job.stopped)
+            for frame in throttled(frames, FRAME_INTERVAL, always=lambda frame: frame.step.index + 1 == total):
+                text = f"{checked.settings.title}: {frame.trajectory.call_name(frame.step.index)}"
+                text += f", t = {format_t(frame.step.t)}"
+                update = (*frame.pictures, gr.update(), text, gr.update(), gr.update())
+                yield progress_html(frame.step.index + 1, total, text), *update
+            if frame is None:
                 yield (progress_html(0, total, "Stopped before the first step."), *keep)
                 return
+            trajectory = frame.trajectory if frame.trajectory.complete else frame.trajectory.snapshot()
             session.trajectory = trajectory
             yield self._finished(trajectory, entry, checked)
 
