@@ -2,6 +2,7 @@
 
     python benchmarks/load_test.py                      # 1, 8, then 16 clients for 60 s: a quarter train
     python benchmarks/load_test.py --clients 24 --seconds 120 --no-write
+    python benchmarks/load_test.py --burst              # the classroom burst: 30 users press Sample at once
 
 Each client is a separate user (its own session). Training clients start 10-second live trainings, sampling clients
 the Sample tab's default run (16 digits, DDIM 50); between heavy requests every client also asks for the Schedules
@@ -14,6 +15,12 @@ other errors, latency percentiles of completed requests (queue time included; cl
 pictures, so that the harness takes little of the cores it shares with the server), the server's resident memory
 (idle, after warm-up, peak, at the end: read from /proc/<pid>/status, Linux only), and whether the server was still
 alive and serving afterwards. The table goes to RESULTS.md ("Load test").
+
+--burst: the classroom burst (`classroom_burst`). One fresh server; the lone time of the default sample first (the
+Sample tab's defaults on the default model, median of 3); then N users (30) who all press Sample with those defaults
+at the same moment, each with their own seed; then all with the same seed; then the burst while 2 live trainings
+run (started 3 s before it), and the burst with 2 trainings started 0.5 s into it (their click-to-first-loss-point
+time is the training's share). Every answer is awaited; table to RESULTS.md ("Classroom burst").
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from core.device import available_cores
 from explorer.models import DEFAULT_MODEL
 
 SECTION_HEADING = "## Load test (benchmarks/load_test.py)"
+BURST_HEADING = "## Classroom burst (benchmarks/load_test.py --burst)"
 REFUSAL = re.compile(r"server is full|try again|queue is full", re.IGNORECASE)
 
 
@@ -248,6 +256,133 @@ def report(results: list[dict], train_seconds: int) -> list[str]:
     return lines
 
 
+def default_sample(seed: int) -> tuple:
+    """The /sample arguments of the Sample tab's defaults (the default model's recorded sampler, steps, eta and
+    spacing; 16 pictures) with this seed."""
+    from explorer.models import pretrained
+    from explorer.sampling_run import SAMPLER_LABELS
+    from explorer.tabs.sample import DEFAULT_IMAGES
+
+    defaults = pretrained(DEFAULT_MODEL).sampling_defaults
+    label = SAMPLER_LABELS[defaults.sampler]
+    return DEFAULT_MODEL, label, defaults.steps, defaults.eta, seed, DEFAULT_IMAGES, None, 1.0, defaults.spacing
+
+
+def sample_once(client: Client, seed: int) -> float:
+    """One default sample through the API; its wall seconds (RuntimeError unless it finished)."""
+    arguments = default_sample(seed)
+    start = time.perf_counter()
+    progress = client.predict(*arguments, api_name="/sample")[0]
+    if f"{arguments[2]} of {arguments[2]}" not in progress:
+        raise RuntimeError(f"sampling ended with: {progress[:200]}")
+    return time.perf_counter() - start
+
+
+def first_loss_point(client: Client, seconds: int) -> float:
+    """Start a live training of `seconds` and return the seconds from the click to its first loss point (the
+    status line's "loss"); the training then runs on to its end in the background."""
+    start = time.perf_counter()
+    job = client.submit(upload=None, length_unit="seconds", length=seconds, batch_size=64, api_name="/train")
+    while True:
+        if any("; loss " in str(output[0]) for output in job.outputs()):
+            return time.perf_counter() - start
+        if job.done():
+            raise RuntimeError(f"training ended without a loss point: {job.outputs()[-1:]!r}")
+        time.sleep(0.02)
+
+
+def burst_scenario(url: str, pid: int, size: int, seeds: list[int], trainings: int, offset: float) -> dict:
+    """`size` users press Sample at the same moment (seeds[i] each); with `trainings` live trainings started
+    `offset` seconds relative to that moment (negative: before). Latencies, outcomes, memory, first loss points."""
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(size + trainings)]
+    outcomes: list[Outcome] = [None] * size  # type: ignore[list-item]
+    losses: list[float] = []
+    go = threading.Barrier(size + 1)
+    watch = MemoryWatch(pid, interval=0.05)
+    watch.start()
+
+    def student(i: int) -> None:
+        go.wait()
+        outcomes[i] = timed("sample", i, lambda: sample_once(clients[i], seeds[i]))
+
+    def trainer(i: int) -> None:
+        losses.append(first_loss_point(clients[size + i], 30))
+
+    train_threads = [threading.Thread(target=trainer, args=(i,), daemon=True) for i in range(trainings)]
+    if offset < 0:
+        for thread in train_threads:
+            thread.start()
+        for thread in train_threads:
+            thread.join(timeout=60)
+        time.sleep(-offset)
+    threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(size)]
+    for thread in threads:
+        thread.start()
+    go.wait()
+    if offset >= 0:
+        time.sleep(offset)
+        for thread in train_threads:
+            thread.start()
+    for thread in threads + train_threads:
+        thread.join(timeout=600)
+    watch.stop()
+    time.sleep(max(0.0, 31 + min(offset, 0)))  # the trainings (30 s) end before the next scenario
+    return {"outcomes": outcomes, "losses": losses, "peak": max(watch.samples)}
+
+
+def classroom_burst(size: int) -> list[str]:
+    """The --burst benchmark (see the module docstring): its table's lines."""
+    server, url, _ = start_server()
+    try:
+        idle = memory_mb(server.pid)
+        client = Client(url, verbose=False, download_files=False)
+        sample_once(client, 10_000)  # the first visitor loads the model
+        lone = statistics.median(sample_once(client, 10_001 + i) for i in range(3))
+        warmed = memory_mb(server.pid)
+        scenarios = [
+            ("own seeds", list(range(size)), 0, 0.0),
+            ("all the same seed", [500] * size, 0, 0.0),
+            ("own seeds, while 2 trainings run", list(range(100, 100 + size)), 2, -3.0),
+            ("own seeds, 2 trainings started 0.5 s into it", list(range(200, 200 + size)), 2, 0.5),
+        ]
+        results = [(name, burst_scenario(url, server.pid, size, *rest)) for name, *rest in scenarios]
+        alive = server.poll() is None
+        peak = memory_mb(server.pid, "VmHWM") if alive else float("nan")
+        lines = [
+            f"The Sample tab's defaults ({', '.join(map(str, default_sample(0)[1:4]))}, spacing "
+            f"{default_sample(0)[8]}, 16 digits) through the API of one fresh `python app.py` with its shipped limits "
+            f"(32 active and 32 waiting sampling runs, 2 and 8 training). One user alone: **{lone:.2f} s** (median "
+            f"of 3, click to pictures). Then {size} users press Sample at the same moment (a barrier); every answer is "
+            "awaited. Latency: each user's click to their finished run.",
+            "",
+            "| burst | users | answered | refused | errors | median s | p95 s | slowest s | slowest / lone | "
+            "server MB, peak in the burst | trainings: click to first loss point s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, result in results:
+            outcomes = [o for o in result["outcomes"] if o is not None]
+            done = [o.seconds for o in outcomes if o.result == "completed"]
+            count = collections.Counter(o.result for o in outcomes)
+            losses = ", ".join(f"{x:.2f}" for x in sorted(result["losses"])) or "-"
+            lines.append(
+                f"| {name} | {size} | {count['completed']} | {count['refused']} | {count['error']} | "
+                f"{percentile(done, 50):.2f} | {percentile(done, 95):.2f} | {max(done, default=math.nan):.2f} | "
+                f"{max(done, default=math.nan) / lone:.1f}x | {result['peak']:.0f} | {losses} |"
+            )
+        lines += [
+            "",
+            f"Server resident memory: {idle:.0f} MB idle, {warmed:.0f} MB after the first samples, peak {peak:.0f} MB "
+            f"(VmHWM) over all bursts; {'alive' if alive else 'NOT ALIVE'} afterwards.",
+        ]
+        for name, result in results:
+            for o in result["outcomes"]:
+                if o is not None and o.result != "completed":
+                    lines.append(f'- {name}: user {o.client} {o.result}: "{o.message}"')
+        return lines
+    finally:
+        stop_server(server)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -258,7 +393,18 @@ def main() -> None:
     parser.add_argument("--train-seconds", type=int, default=10, help="length of each live training")
     parser.add_argument("--drain", type=float, default=600.0, help="seconds to wait for answers after the window")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
+    parser.add_argument("--burst", action="store_true", help="the classroom burst instead (see the docstring)")
+    parser.add_argument("--burst-size", type=int, default=30, help="users in the classroom burst")
     args = parser.parse_args()
+    if args.burst:
+        warning = busy_warning()
+        machine = machine_description(available_cores(), "server and clients on the same machine, loopback")
+        lines = section_header(BURST_HEADING, machine, command_line(__file__), warning)
+        lines += classroom_burst(args.burst_size)
+        print("\n".join(lines))
+        if not args.no_write:
+            write_section(BURST_HEADING, "\n".join(lines) + "\n")
+        return
     if min(args.clients) < 1 or args.seconds <= 0 or not 0 <= args.train_share <= 1:
         parser.error("need --clients >= 1, --seconds > 0 and --train-share in [0, 1]")
     warning = busy_warning()

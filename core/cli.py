@@ -33,7 +33,7 @@ from core.metrics import DIGIT_DATASETS, REFERENCE_SPLITS, score_samples
 from core.noise_levels import SPACINGS
 from core.progress import format_seconds, progress_bar
 from core.sampler_base import Sampler, draw_noise
-from core.samplers import SAMPLERS, SamplingDefaults, denoise, make_sampler
+from core.samplers import SAMPLERS, SamplingDefaults, denoise
 from core.training import TrainConfig, Trainer, TrainingDiverged
 
 
@@ -205,14 +205,7 @@ def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             spacing=args.spacing,
             num_timesteps=checkpoint.schedule.num_timesteps,
         )
-        sampler = make_sampler(
-            settings.sampler,
-            checkpoint.schedule,
-            eta=settings.eta,
-            objective=checkpoint.objective,
-            clip_x0=args.clip_x0,
-            spacing=settings.spacing,
-        )
+        sampler = settings.sampler_for(checkpoint.schedule, checkpoint.objective, clip_x0=args.clip_x0)
         sampler.levels(settings.steps)  # a sampler that cannot start at these levels says so before any work
         model = checkpoint.sampling_model.eval()
         num_classes = getattr(model, "num_classes", None)

@@ -32,7 +32,7 @@ from core.checkpoint import load_checkpoint
 from core.imaging import make_grid, points_to_image, save_images, save_points, to_pil, to_uint8
 from core.metrics import has_metric, score_samples
 from core.sampler_base import draw_noise
-from core.samplers import make_sampler, sample
+from core.samplers import sample
 from core.training import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -220,14 +220,7 @@ def draw_from_checkpoint(folder: Path, n: int, seed: int) -> torch.Tensor:
     `seed` (the same x_T for every run of the same shape)."""
     checkpoint = load_checkpoint(folder)
     settings = checkpoint.sampling_defaults
-    sampler = make_sampler(
-        settings.sampler,
-        checkpoint.schedule,
-        eta=settings.eta,
-        objective=checkpoint.objective,
-        clip_x0=True,
-        spacing=settings.spacing,
-    )
+    sampler = settings.sampler_for(checkpoint.schedule, checkpoint.objective)
     generator = torch.Generator().manual_seed(seed)
     x_T = draw_noise((n, *checkpoint.sample_shape), generator, "cpu", torch.float32)
     with torch.no_grad():

@@ -126,6 +126,12 @@ class SamplingDefaults:
         """How many times these settings call the network per sample (Heun: 2 steps - 1)."""
         return SAMPLERS[self.sampler].network_calls(self.steps)
 
+    def sampler_for(self, schedule: NoiseSchedule, objective: str, *, clip_x0: bool = True) -> Sampler:
+        """The sampler these settings name, for a model with this schedule and objective (make_sampler)."""
+        return make_sampler(
+            self.sampler, schedule, eta=self.eta, objective=objective, clip_x0=clip_x0, spacing=self.spacing
+        )
+
     def check_steps(self, num_timesteps: int) -> SamplingDefaults:
         """Itself, after checking that its steps fit a schedule of `num_timesteps` (ValueError if not)."""
         if self.steps > num_timesteps:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import functools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -36,12 +37,13 @@ class ComputeWorker:
     exception) in the calling thread; `lane(priority)` is a `worker` for one priority (0 first; see `PRIORITY`).
 
     Which waiting step runs next: the most favoured lane's oldest, except that after FAVOURED_STREAK favoured steps
-    in a row while a lower lane waited, one step of the least favoured waiting lane runs (so sampling goes first
-    but a training is never starved: it keeps at least one step in FAVOURED_STREAK + 1). After a favoured step
-    the worker keeps GRACE seconds for that lane's next step: a run asks for its next step a moment after its last
-    one returns, and without the grace a training step (50 ms) slips into every such gap. Measured with the load
-    test's 4 clients (3 sampling, 1 training; `--clients 4 --seconds 30`): a sample's median latency 8.8 s with
-    steps in arrival order, 6.0 s with this policy (3.6 s with sampling strictly first, but then the 10-s
+    in a row while a lower lane waited, or favoured steps of FAVOURED_SECONDS in all, one step of the least favoured
+    waiting lane runs (so sampling goes first but a training is never starved: it keeps at least one step in
+    FAVOURED_STREAK + 1, and one about every FAVOURED_SECONDS when a class's merged sampling calls are long). After
+    a favoured step the worker keeps GRACE seconds for that lane's next step: a run asks for its next step a moment
+    after its last one returns, and without the grace a training step (50 ms) slips into every such gap. Measured
+    with the load test's 4 clients (3 sampling, 1 training; `--clients 4 --seconds 30`): a sample's median latency
+    8.8 s with steps in arrival order, 6.0 s with this policy (3.6 s with sampling strictly first, but then the 10-s
     training took 19 s to answer, its previews waiting behind every sample).
 
     It computes with `threads` OpenMP threads (default: one per available core); call `single_thread_elsewhere()`
@@ -49,12 +51,14 @@ class ComputeWorker:
 
     GRACE = 0.03  # seconds kept for a favoured lane's next step
     FAVOURED_STREAK = 4  # favoured steps in a row before a waiting lower lane gets one
+    FAVOURED_SECONDS = 0.25  # or favoured steps of this many seconds in a row
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or available_cores()
         self._lanes: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self._ready = threading.Condition()
         self._streak = 0  # favoured steps in a row while a lower lane waited
+        self._streak_seconds = 0.0  # and the seconds they took
         self._thread: threading.Thread | None = None
 
     def __call__(self, fn: Callable[[], T], priority: int = 0) -> T:
@@ -86,11 +90,14 @@ class ComputeWorker:
             if favoured_last and waiting[0] > last and self._streak < self.FAVOURED_STREAK:
                 self._ready.wait_for(lambda: self._lanes[last], timeout=self.GRACE)  # that run's next step
                 waiting = self._waiting()
-            if len(waiting) > 1 and self._streak >= self.FAVOURED_STREAK:
+            streak_over = self._streak >= self.FAVOURED_STREAK or self._streak_seconds >= self.FAVOURED_SECONDS
+            if len(waiting) > 1 and streak_over:
                 chosen, self._streak = waiting[-1], 0
             else:
                 chosen = waiting[0]
                 self._streak = self._streak + 1 if len(waiting) > 1 else 0
+            if not self._streak:
+                self._streak_seconds = 0.0
             fn, future = self._lanes[chosen].popleft()
             return chosen, fn, future
 
@@ -100,11 +107,14 @@ class ComputeWorker:
         last = None
         while True:
             last, fn, future = self._next(last)
+            start = time.perf_counter()
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn())
                 except BaseException as error:  # handed to the caller, who raises it
                     future.set_exception(error)
+            if self._streak:  # a favoured step while a lower lane waited
+                self._streak_seconds += time.perf_counter() - start
             del fn, future  # a finished step's closure (and its tensors) must not live on until the next step
 
 

@@ -195,3 +195,18 @@ def test_a_class_of_thirty_is_admitted_at_once_and_a_limit_still_answers(tmp_pat
     with pytest.raises(JobRefused, match="server is full: 32 sampling runs are going and 32 are waiting"):
         registry.enter_queue(registry.session("one too many"), "sampling")
     assert registry.max_jobs["training"] == 2 and registry.max_waiting["training"] == 8
+
+
+def test_sampling_places_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_EXPLORER_MAX_SAMPLING_JOBS", "5")
+    monkeypatch.setenv("DDPM_EXPLORER_MAX_SAMPLING_WAITING", "0")
+    registry = SessionRegistry(tmp_path / "s", compute_threads=1)
+    assert registry.max_jobs == {"training": 2, "sampling": 5} and registry.max_waiting["sampling"] == 0
+    monkeypatch.setenv("DDPM_EXPLORER_MAX_SAMPLING_JOBS", "0")
+    with pytest.raises(ValueError, match="DDPM_EXPLORER_MAX_SAMPLING_JOBS must be a whole number >= 1"):
+        SessionRegistry(tmp_path / "t", compute_threads=1)
+    monkeypatch.delenv("DDPM_EXPLORER_MAX_SAMPLING_JOBS")
+    assert SessionRegistry(tmp_path / "u", max_jobs={"training": 1}, max_waiting=3).max_waiting == {
+        "training": 3,
+        "sampling": 3,
+    }

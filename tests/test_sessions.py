@@ -204,3 +204,32 @@ def test_max_jobs_from_the_environment(monkeypatch):
     monkeypatch.setenv("DDPM_EXPLORER_MAX_WAITING", "many")
     with pytest.raises(ValueError, match="DDPM_EXPLORER_MAX_WAITING must be a whole number >= 0"):
         default_max_waiting()
+
+
+def test_compute_worker_gives_training_a_step_after_long_sampling_steps():
+    """Merged sampling calls of a whole class are long: after FAVOURED_SECONDS of them in a row, training gets a step
+    even before FAVOURED_STREAK of them ran."""
+    train, sample = PRIORITY["training"], PRIORITY["sampling"]
+    worker = ComputeWorker(threads=1)
+    long_step = ComputeWorker.FAVOURED_SECONDS * 0.6
+    order, gate = [], threading.Event()
+    worker(lambda: None)
+    blocker = threading.Thread(target=worker, args=(gate.wait,))
+    blocker.start()
+    time.sleep(0.05)
+    steps = [("t1", train)] + [(f"s{i}", sample) for i in range(1, 5)]
+    callers = []
+    for name, priority in steps:
+
+        def step(name=name):
+            order.append(name)
+            if name.startswith("s"):
+                time.sleep(long_step)
+
+        callers.append(threading.Thread(target=worker.lane(priority), args=(step,)))
+        callers[-1].start()
+        time.sleep(0.02)
+    gate.set()
+    for thread in [blocker, *callers]:
+        thread.join(timeout=10)
+    assert order == ["s1", "s2", "t1", "s3", "s4"]
