@@ -54,6 +54,7 @@ from core.classifier import IMAGE_SIZE, NUM_CLASSES, load_feature_network, load_
 from core.data import dataset_kind, fit_size, load_dataset
 from core.distances import PR_NEIGHBOURS, feature_frechet_distance, precision_recall
 from core.point_metrics import evaluate_points, points_reading
+from core.toy_data import TOY_DATASET_NAMES
 
 HELDOUT_SIZE = 1000  # mnist5k's held-out split
 SPLIT_SIZE = 500  # each of the two reference splits
@@ -299,8 +300,9 @@ def plain_reading(scores: dict) -> str:
 
 
 def has_metric(dataset: str) -> bool:
-    """Whether `score_samples` can score samples of `dataset`: the digits and the 2D toy sets."""
-    return dataset in DIGIT_DATASETS or dataset_kind(dataset) == "points"
+    """Whether `score_samples` can score samples of `dataset`: the digits and the 2D toy sets (False for any other
+    name, known or not)."""
+    return dataset in DIGIT_DATASETS or dataset in TOY_DATASET_NAMES
 
 
 def score_samples(samples: Tensor, dataset: str, *, seed: int = 0, split: ReferenceSplit = "report") -> dict:

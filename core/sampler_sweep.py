@@ -114,9 +114,10 @@ def sweep(
     model = (model or checkpoint.sampling_model).eval()
     dataset = checkpoint.dataset_name
     num_classes = getattr(model, "num_classes", None)
-    labels = torch.arange(n) % num_classes if num_classes else None
+    device = next(model.parameters()).device  # x_T is drawn on the CPU (the same on any device), then moved
+    labels = torch.arange(n, device=device) % num_classes if num_classes else None
     for seed in seeds:
-        x_T = draw_noise((n, *checkpoint.sample_shape), torch.Generator().manual_seed(seed), "cpu", torch.float32)
+        x_T = draw_noise((n, *checkpoint.sample_shape), torch.Generator().manual_seed(seed), device, torch.float32)
         for choice, steps in plan:
             if stop is not None and stop():
                 return

@@ -83,10 +83,7 @@ class ModelEntry:
     def scorable(self) -> bool:
         """Whether core.metrics can score its samples (the digits, the 2D toy sets); False for data it does not
         know, such as a checkpoint that names no data set."""
-        try:
-            return has_metric(self.dataset_name)
-        except ValueError:  # has_metric refuses names core.data does not know
-            return False
+        return has_metric(self.dataset_name)
 
     @functools.cached_property
     def reference_points(self) -> Tensor | None:

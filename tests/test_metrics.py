@@ -319,3 +319,12 @@ def test_evaluate_bad_arguments_exit_with_a_message(argv, message, tiny_checkpoi
         main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--device", "cpu", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_has_metric_says_which_data_sets_can_be_scored():
+    from core.metrics import has_metric, score_samples
+
+    assert has_metric("mnist5k") and has_metric("moons")
+    assert not has_metric("cifar10") and not has_metric("no such data set")
+    with pytest.raises(ValueError, match="no quality metric for 'no such data set'"):
+        score_samples(torch.zeros(4, 1, 28, 28), "no such data set")
