@@ -7,13 +7,26 @@ as a PNG.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-CHART_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+CHART_COLORS = [  # matplotlib's tab10: ten colours told apart; beyond ten series, lines repeat them dashed
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
+MIN_LABEL_GAP = 28  # pixels between x tick labels; a closer tick keeps its mark but not its number
 
 
 def draw_line_chart(
@@ -23,7 +36,7 @@ def draw_line_chart(
     x_label: str,
     log_x: bool = False,
     reference: tuple[str, float] | None = None,
-) -> Path:
+) -> Image.Image:
     """A line chart drawn with PIL (no plotting library needed): one line with dots per series, y on a log
     scale with decade grid lines, x linear from 0 or logarithmic, an optional dashed horizontal reference line."""
     width, height, left, right, top, bottom = 900, 560, 80, 230, 40, 60
@@ -63,10 +76,13 @@ def draw_line_chart(
                 draw.text((left - 8, y), f"{value:g}", fill="black", font=font, anchor="rm")
         decade *= 10
     ticks = sorted(set(xs)) if log_x else [x_low + (x_high - x_low) * i / 5 for i in range(6)]
+    labelled = -math.inf
     for tick in ticks:
         x, _ = to_xy(tick, y_low)
         draw.line([x, height - bottom, x, height - bottom + 5], fill="black")
-        draw.text((x, height - bottom + 8), f"{tick:.0f}", fill="black", font=font, anchor="mt")
+        if x - labelled >= MIN_LABEL_GAP:  # 9 and 10, 19 and 20 calls would print over each other
+            draw.text((x, height - bottom + 8), f"{tick:.0f}", fill="black", font=font, anchor="mt")
+            labelled = x
     draw.text(((left + width - right) / 2, height - 20), x_label, fill="black", font=font, anchor="mm")
     draw.text((left, 15), title, fill="black", font=font, anchor="lm")
     legend_y = top + 5
@@ -80,15 +96,35 @@ def draw_line_chart(
         legend_y += 20
     for index, (label, points) in enumerate(series.items()):
         color = CHART_COLORS[index % len(CHART_COLORS)]
+        dashed = index >= len(CHART_COLORS)
         xy = [to_xy(x, y) for x, y in points]
-        if len(xy) > 1:
-            draw.line(xy, fill=color, width=3)
+        for start, end in itertools.pairwise(xy):
+            _line(draw, start, end, color, dashed)
         for x, y in xy:
             draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
-        draw.line([width - right + 15, legend_y + 6, width - right + 40, legend_y + 6], fill=color, width=3)
+        _line(draw, (width - right + 15, legend_y + 6), (width - right + 40, legend_y + 6), color, dashed)
         draw.text((width - right + 48, legend_y + 6), label, fill="black", font=font, anchor="lm")
         legend_y += 20
     return image
+
+
+def _line(
+    draw: ImageDraw.ImageDraw, start: tuple[float, float], end: tuple[float, float], color: tuple, dashed: bool
+) -> None:
+    if not dashed:
+        draw.line([start, end], fill=color, width=3)
+        return
+    length = math.dist(start, end)
+    for a in range(0, int(length), 10):  # 6 px on, 4 px off
+        b = min(a + 6, length)
+        draw.line(
+            [
+                tuple(s + (e - s) * a / length for s, e in zip(start, end, strict=True)),
+                tuple(s + (e - s) * b / length for s, e in zip(start, end, strict=True)),
+            ],
+            fill=color,
+            width=3,
+        )
 
 
 def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: Path, **options) -> Path:
