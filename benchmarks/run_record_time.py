@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from common import RESULTS_PATH, busy_warning, command_line, machine_description, section_header, write_section
+from common import (
+    RESULTS_PATH,
+    busy_warning,
+    command_line,
+    machine_description,
+    section_header,
+    time_calls,
+    write_section,
+)
 
 from core.device import available_cores
 from core.training import TrainConfig
@@ -56,12 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for label, changes in MODELS.items():
         *_, last = train_live(TrainConfig(steps=2, num_threads=threads, **changes), preview_interval=1e9)
         runs = RunList()
-        record_run(runs, last, lambda fn: fn())  # warm-up: caches, the reference features
-        timings = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            record_run(runs, last, lambda fn: fn())
-            timings.append(time.perf_counter() - start)
+        # one warm-up call (caches, the reference features), then --repeats timed ones
+        timings = time_calls(lambda: record_run(runs, last, lambda fn: fn()), warmup=1, min_calls=args.repeats)  # noqa: B023
         median = statistics.median(timings)
         lines.append(
             f"| {label} | {median:.2f} | {min(timings):.2f} | {max(timings):.2f} | "
