@@ -18,7 +18,8 @@ alive and serving afterwards. The table goes to RESULTS.md ("Load test").
 
 --burst: the classroom burst (`classroom_burst`). One fresh server; the lone time of the default sample first (the
 Sample tab's defaults on the default model, median of 3); then N users (30) who all press Sample with those defaults
-at the same moment, each with their own seed; then all with the same seed; then the burst while 2 live trainings
+at the same moment (each on the Sample tab already: their page asked for the model's settings), each with their own
+seed; then all with the same seed; then the burst while 2 live trainings
 run (started 3 s before it), and the burst with 2 trainings started 0.5 s into it (their click-to-first-loss-point
 time is the training's share). Every answer is awaited; table to RESULTS.md ("Classroom burst").
 """
@@ -295,6 +296,8 @@ def burst_scenario(url: str, pid: int, size: int, seeds: list[int], trainings: i
     """`size` users press Sample at the same moment (seeds[i] each); with `trainings` live trainings started
     `offset` seconds relative to that moment (negative: before). Latencies, outcomes, memory, first loss points."""
     clients = [Client(url, verbose=False, download_files=False) for _ in range(size + trainings)]
+    for client in clients:  # each student has the Sample tab open: the page asked for the model's settings
+        client.predict(DEFAULT_MODEL, api_name="/describe_model")
     outcomes: list[Outcome] = [None] * size  # type: ignore[list-item]
     losses: list[float] = []
     go = threading.Barrier(size + 1)

@@ -9,9 +9,6 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from core.noise_levels import schedule_sigmas
-from explorer.trajectory import format_t
-
 FONT_SIZE = 16
 FIGURE_HEIGHT = 460
 TITLE_OFFSET_PX = 38
@@ -57,7 +54,7 @@ def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", hei
     return fig
 
 
-def _line(x, y, name: str, line: dict, hovertemplate: str, **options) -> go.Scatter:
+def line_trace(x, y, name: str, line: dict, hovertemplate: str, **options) -> go.Scatter:
     """One curve of a line plot (every line figure here draws its traces the same way)."""
     return go.Scatter(x=x, y=y, name=name, mode="lines", line=line, hovertemplate=hovertemplate, **options)
 
@@ -89,7 +86,7 @@ def log_ticks(*series) -> dict:
 # ---- schedules -------------------------------------------------------------------------------------------------
 
 
-def _timesteps(schedule) -> list[int]:
+def timestep_values(schedule) -> list[int]:
     return np.arange(schedule.num_timesteps)
 
 
@@ -105,8 +102,12 @@ def alpha_bar_figure(schedules: dict) -> go.Figure:
     for i, (label, schedule) in enumerate(schedules.items()):
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
-            _line(
-                _timesteps(schedule), schedule.alphas_cumprod.numpy(), label, {"color": color, "width": 3}, "%{y:.6g}"
+            line_trace(
+                timestep_values(schedule),
+                schedule.alphas_cumprod.numpy(),
+                label,
+                {"color": color, "width": 3},
+                "%{y:.6g}",
             )
         )
         t_half = half_signal_step(schedule)
@@ -131,8 +132,8 @@ def beta_figure(schedules: dict, log_y: bool = False) -> go.Figure:
     fig = go.Figure()
     for i, (label, schedule) in enumerate(schedules.items()):
         fig.add_trace(
-            _line(
-                _timesteps(schedule),
+            line_trace(
+                timestep_values(schedule),
                 schedule.betas.numpy(),
                 label,
                 {"color": PALETTE[i % len(PALETTE)], "width": 3},
@@ -154,8 +155,8 @@ def amplitude_figure(schedules: dict) -> go.Figure:
     for i, (label, schedule) in enumerate(schedules.items()):
         color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
-            _line(
-                _timesteps(schedule),
+            line_trace(
+                timestep_values(schedule),
                 schedule.sqrt_alphas_cumprod.numpy(),
                 label,
                 {"color": color, "width": 3},
@@ -164,8 +165,8 @@ def amplitude_figure(schedules: dict) -> go.Figure:
             )
         )
         fig.add_trace(
-            _line(
-                _timesteps(schedule),
+            line_trace(
+                timestep_values(schedule),
                 schedule.sqrt_one_minus_alphas_cumprod.numpy(),
                 label,
                 {"color": color, "width": 3, "dash": "dash"},
@@ -183,7 +184,9 @@ def log_snr_figure(schedules: dict) -> go.Figure:
     for i, (label, schedule) in enumerate(schedules.items()):
         log_snr = np.where(np.isfinite(schedule.log_snr.numpy()), schedule.log_snr.numpy(), np.nan)  # log 0: a gap
         fig.add_trace(
-            _line(_timesteps(schedule), log_snr, label, {"color": PALETTE[i % len(PALETTE)], "width": 3}, "%{y:.3f}")
+            line_trace(
+                timestep_values(schedule), log_snr, label, {"color": PALETTE[i % len(PALETTE)], "width": 3}, "%{y:.3f}"
+            )
         )
     fig.add_hline(y=0.0, line={"dash": "dot", "color": "#888"})
     return styled(fig, "log SNR (0 = equal parts)", "timestep t", "log(SNR)")
@@ -211,7 +214,7 @@ def histogram_figure(values, bins: int = 60) -> go.Figure:
             hovertemplate="%{x:.2f}: %{y:.3f}",
         )
     )
-    fig.add_trace(_line(grid, normal, "N(0, 1)", {"color": PALETTE[3], "width": 3}, "%{y:.3f}"))
+    fig.add_trace(line_trace(grid, normal, "N(0, 1)", {"color": PALETTE[3], "width": 3}, "%{y:.3f}"))
     fig = styled(fig, "Pixel values of x_t vs pure noise N(0, 1)", "pixel value", "density", height=380)
     fig.update_layout(hovermode="closest", bargap=0)
     return fig
@@ -271,7 +274,7 @@ def embedding_curves(embedding, timesteps, dims: list[int]) -> go.Figure:
     fig = go.Figure()
     for i, dim in enumerate(dims):
         fig.add_trace(
-            _line(
+            line_trace(
                 np.asarray(timesteps),
                 np.asarray(embedding[:, dim]),
                 f"dim {dim}",
@@ -307,8 +310,8 @@ TRAINING_HEIGHT = 340
 def loss_figure(steps, losses, smoothed) -> go.Figure:
     """The training loss per step (thin, faint) and its running average (thick), on a log axis."""
     fig = go.Figure()
-    fig.add_trace(_line(steps, losses, "loss per step", {"color": PALETTE[5], "width": 1}, "%{y:.4g}"))
-    fig.add_trace(_line(steps, smoothed, "smoothed", {"color": PALETTE[0], "width": 3}, "%{y:.4g}"))
+    fig.add_trace(line_trace(steps, losses, "loss per step", {"color": PALETTE[5], "width": 1}, "%{y:.4g}"))
+    fig.add_trace(line_trace(steps, smoothed, "smoothed", {"color": PALETTE[0], "width": 3}, "%{y:.4g}"))
     fig = styled(fig, "Training loss (lower is better)", "optimizer step", "loss", height=TRAINING_HEIGHT)
     fig.update_yaxes(type="log", **log_ticks(losses, smoothed))
     return fig
@@ -342,98 +345,8 @@ def class_histogram_figure(counts) -> go.Figure:
 
 def lr_figure(steps, lrs) -> go.Figure:
     """The learning rate per step: warm-up, then cosine decay."""
-    fig = go.Figure(_line(steps, lrs, "learning rate", {"color": PALETTE[2], "width": 3}, "%{y:.3g}"))
+    fig = go.Figure(line_trace(steps, lrs, "learning rate", {"color": PALETTE[2], "width": 3}, "%{y:.3g}"))
     return styled(fig, "Learning rate", "optimizer step", "lr", height=TRAINING_HEIGHT)
 
 
 # ---- sampling ----------------------------------------------------------------------------------------------------
-
-
-def alpha_bar_at(schedule, timesteps) -> np.ndarray:
-    """alpha-bar at each timestep, whole or fractional: a fractional t (Karras sigmas) lies between two timesteps
-    the way core.noise_levels.sigma_to_timestep puts it there, linearly in log sigma."""
-    t = np.asarray(timesteps, dtype=np.float64)
-    alpha_bar = schedule.alphas_cumprod.numpy().astype(np.float64)
-    whole = np.clip(np.round(t), 0, len(alpha_bar) - 1).astype(np.int64)
-    with np.errstate(divide="ignore", invalid="ignore"):  # sigma is infinite at zero terminal SNR's last t
-        log_sigma = np.interp(t, np.arange(len(alpha_bar)), np.log(schedule_sigmas(schedule)))
-        between = 1.0 / (1.0 + np.exp(2.0 * log_sigma))
-    return np.where(t == whole, alpha_bar[whole], between)
-
-
-def visited_timesteps_figure(schedule, visited, current: float | None = None) -> go.Figure:
-    """alpha-bar_t with a dot at every timestep the network was called at (and a large one at the call on show)."""
-    visited = np.asarray(visited, dtype=np.float64)
-    alpha_bar = schedule.alphas_cumprod.numpy()
-    fig = go.Figure(_line(_timesteps(schedule), alpha_bar, "alpha-bar_t", {"color": "#999", "width": 2}, "%{y:.4g}"))
-    fig.add_trace(
-        go.Scatter(
-            x=visited,
-            y=alpha_bar_at(schedule, visited),
-            mode="markers",
-            name=f"visited ({len(visited)} network calls)",
-            marker={"color": PALETTE[0], "size": 7},
-            hovertemplate="t = %{x:.1~f}: alpha-bar %{y:.4g}<extra></extra>",
-        )
-    )
-    if current is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[current],
-                y=alpha_bar_at(schedule, [current]),
-                mode="markers",
-                name=f"on show: t = {format_t(current)}",
-                marker={"color": PALETTE[3], "size": 16, "symbol": "diamond"},
-                hovertemplate="t = %{x:.1~f}<extra>on show</extra>",
-            )
-        )
-    fig = styled(fig, "Where the sampler stepped on the alpha-bar curve", "timestep t", "alpha-bar_t", height=380)
-    fig.update_layout(hovermode="closest")
-    return fig
-
-
-def paths_figure(paths, reference=None, max_paths: int = 40) -> go.Figure:
-    """2D samples as paths through the plane from x_T (hollow circle) to the sample (dot), over the true data."""
-    paths = np.asarray(paths, dtype=np.float64)[:max_paths]  # (points, states, 2)
-    fig = go.Figure()
-    if reference is not None:
-        ref = np.asarray(reference, dtype=np.float64)
-        fig.add_trace(
-            go.Scattergl(
-                x=ref[:, 0],
-                y=ref[:, 1],
-                mode="markers",
-                name="true data",
-                marker={"color": "#ccc", "size": 4},
-                hoverinfo="skip",
-            )
-        )
-    xs = np.concatenate([np.append(p[:, 0], np.nan) for p in paths]) if len(paths) else []
-    ys = np.concatenate([np.append(p[:, 1], np.nan) for p in paths]) if len(paths) else []
-    fig.add_trace(
-        go.Scatter(x=xs, y=ys, mode="lines", name="paths", line={"color": PALETTE[0], "width": 1}, hoverinfo="skip")
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=paths[:, 0, 0],
-            y=paths[:, 0, 1],
-            mode="markers",
-            name="start x_T",
-            marker={"color": "white", "size": 7, "line": {"color": PALETTE[0], "width": 1.5}},
-            hoverinfo="skip",
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=paths[:, -1, 0],
-            y=paths[:, -1, 1],
-            mode="markers",
-            name="sample",
-            marker={"color": PALETTE[3], "size": 7},
-            hoverinfo="skip",
-        )
-    )
-    fig = styled(fig, f"Paths of {len(paths)} samples from noise to data", "x", "y", height=520)
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    fig.update_layout(hovermode="closest")
-    return fig

@@ -13,7 +13,7 @@ next:
 * the place is freed when the run ends, however it ends (finished, stopped, failed, or the page went away while
   the generator was suspended: Gradio closes it, and the `finally` runs).
 
-`throttled` thins a stream of live frames to what a page can show.
+`throttled` thins a stream of live frames to what a page (and a busy server) can show.
 """
 
 from __future__ import annotations
@@ -75,13 +75,18 @@ def run_job(
 
 
 def throttled(
-    items: Iterable[Item], interval: float, *, always: Callable[[Item], bool] = lambda item: False
+    items: Iterable[Item],
+    interval: float | Callable[[], float],
+    *,
+    always: Callable[[Item], bool] = lambda item: False,
 ) -> Iterator[Item]:
     """The items at least `interval` seconds apart (the first one at once), and every item for which `always` is
-    true (a run's last step): a page shows at most 1/interval live frames a second however fast the steps are."""
+    true (a run's last step): a page shows at most 1/interval live frames a second however fast the steps are.
+    `interval` may be a function, asked at every item (fewer frames for everyone while the server is busy)."""
     shown = None
     for item in items:
         now = time.perf_counter()
-        if shown is None or now - shown >= interval or always(item):
+        gap = interval() if callable(interval) else interval
+        if shown is None or now - shown >= gap or always(item):
             shown = now
             yield item

@@ -28,7 +28,9 @@ import torch
 from torch import Tensor, nn
 
 GATHER = 0.05  # seconds a flush waits for the model's other open runs to ask for their next call
-MAX_BATCH = 1024  # rows in one merged network call (4 x the widest the memory test measures)
+MAX_BATCH = 128  # rows in one merged call: ~60 ms on 2 cores, so a training waits little for its turn; measured
+# with 30 users (benchmarks/load_test.py --burst): 1024 rows 7.6 s, 256 rows 5.7 s, 128 rows 5.9 s slowest answer, and
+# the least memory (peak 1.45 GB against 1.6 and 1.9)
 
 Submit = Callable[[Callable[[], object]], Future]  # queues fn on the compute worker's sampling lane
 

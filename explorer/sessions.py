@@ -232,6 +232,11 @@ class SessionRegistry:
     def _count(tickets: list[JobTicket], kind: str) -> int:
         return sum(ticket.kind == kind for ticket in tickets)
 
+    def active(self, kind: str) -> int:
+        """How many runs of this kind are computing now."""
+        with self._lock:
+            return self._count(self._active, kind)
+
     def position(self, ticket: JobTicket) -> int:
         """0 when the job may run; otherwise its 1-based place in the queue of its kind."""
         with self._lock:

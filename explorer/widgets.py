@@ -35,6 +35,7 @@ def pixel_picture(label: str, caption: str, height: int, elem_id: str | None = N
             height=height,
             elem_id=elem_id,
             buttons=list(PICTURE_BUTTONS),
+            format="png",  # pixel grids: PNG is lossless and 4-10x faster to encode than WebP (explorer.gradio_cache)
         )
         gr.Markdown(caption, latex_delimiters=LATEX_DELIMITERS, elem_classes=[PICTURE_CAPTION])
     return picture

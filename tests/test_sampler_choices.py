@@ -32,9 +32,9 @@ from core.sampler_sweep import (
 from core.samplers import SAMPLERS
 from core.schedules import make_schedule
 from core.unet import UNet, UNetConfig
-from explorer.figures import alpha_bar_at
 from explorer.models import DEFAULT_MODEL, PRETRAINED, ModelEntry, load_entry, pretrained
 from explorer.sampler_quality import measure_plan, quality_curves, quality_figure, quality_note, twins
+from explorer.sampling_figures import alpha_bar_at
 from explorer.sampling_run import SAMPLER_LABELS, check_request, check_settings, sample_request, sampler_name
 from explorer.sessions import SessionRegistry
 from explorer.tabs.quality import NOT_MEASURED_OWN, NOT_MEASURED_SHIPPED, QualitySection

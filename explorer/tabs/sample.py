@@ -19,10 +19,11 @@ from core.checkpoint import CheckpointError
 from core.checkpoint_archive import unpack_checkpoint
 from core.sampler_base import Step
 from core.samplers import SamplingDefaults
-from explorer.figures import class_histogram_figure, paths_figure, visited_timesteps_figure
+from explorer.figures import class_histogram_figure
 from explorer.jobs import Job, run_job, throttled
 from explorer.merged_calls import MergedCalls
 from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
+from explorer.sampling_figures import paths_figure, shared_visited_timesteps_figure
 from explorer.sampling_run import (
     EACH_CLASS,
     MAX_GUIDANCE,
@@ -45,7 +46,8 @@ DEFAULT_IMAGES = 16
 DEFAULT_POINTS = 500
 DEFAULT_GUIDANCE = 2.0
 REPLAY_LABEL = "Replay the run, step by step"
-FRAME_INTERVAL = 0.05  # at most 20 live page updates a second; the last step is always shown
+FRAME_INTERVAL = 0.05  # at most 20 live page updates a second for one user; the last step is always shown
+SERVER_FRAMES = 15  # live page updates a second for all sampling users together: 30 at once get one each 2 s
 
 INTRO = r"""
 ### Sample: from noise to a picture, one step at a time
@@ -62,10 +64,15 @@ class LiveFrame:
 
     def __init__(self, step: Step, trajectory: Trajectory, entry: ModelEntry) -> None:
         self.step, self.trajectory, self._entry = step, trajectory, entry
+        self._pictures: tuple | None = None
 
-    @functools.cached_property
+    @property
     def pictures(self) -> tuple:
-        return step_pictures(self.step, self._entry.is_points, self._entry.reference_points)
+        # no lock (functools.cached_property's, in Python 3.11, is one for all frames of all users): two followers
+        # asking at the same moment may both draw them, which is cheap and gives the same pictures
+        if self._pictures is None:
+            self._pictures = step_pictures(self.step, self._entry.is_points, self._entry.reference_points)
+        return self._pictures
 
 
 def live_frames(entry: ModelEntry, request: SampleRequest, merged: MergedCalls) -> Iterator[LiveFrame]:
@@ -208,7 +215,8 @@ class SampleTab:
             frame = None
             start = functools.partial(live_frames, entry, checked, self.registry.merged_calls)
             frames = self.registry.shared_runs.follow(sharing_key(entry, checked), start, stop=job.stopped)
-            for frame in throttled(frames, FRAME_INTERVAL, always=lambda frame: frame.step.index + 1 == total):
+            shown = throttled(frames, self.frame_interval, always=lambda frame: frame.step.index + 1 == total)
+            for frame in shown:
                 text = f"{checked.settings.title}: {frame.trajectory.call_name(frame.step.index)}"
                 text += f", t = {format_t(frame.step.t)}"
                 update = (*frame.pictures, gr.update(), text, gr.update(), gr.update())
@@ -223,6 +231,11 @@ class SampleTab:
         yield from run_job(
             self.registry, session, "sampling", work, waiting=lambda text: (progress_html(0, total, text), *keep)
         )
+
+    def frame_interval(self) -> float:
+        """Seconds between one user's live frames: FRAME_INTERVAL, longer while many sample at once (SERVER_FRAMES
+        a second for all of them: a picture costs the server its encoding and sending, per user)."""
+        return max(FRAME_INTERVAL, self.registry.active("sampling") / SERVER_FRAMES)
 
     def _finished(self, trajectory: Trajectory, entry: ModelEntry, checked: SampleRequest) -> tuple:
         done = len(trajectory.timesteps)
@@ -240,7 +253,7 @@ class SampleTab:
             *trajectory.pictures(last),
             gr.Slider(0, max(last, 1), value=last, step=1, interactive=last > 0, label=REPLAY_LABEL),
             trajectory.caption(last),
-            visited_timesteps_figure(trajectory.schedule, trajectory.timesteps, trajectory.t_saved[last]),
+            shared_visited_timesteps_figure(trajectory.schedule, trajectory.timesteps, trajectory.t_saved[last]),
             paths_figure(trajectory.paths(), trajectory.reference) if entry.is_points else gr.update(),
         )
 
@@ -254,7 +267,7 @@ class SampleTab:
         return (
             *trajectory.pictures(i),
             trajectory.caption(i),
-            visited_timesteps_figure(trajectory.schedule, trajectory.timesteps, trajectory.t_saved[i]),
+            shared_visited_timesteps_figure(trajectory.schedule, trajectory.timesteps, trajectory.t_saved[i]),
         )
 
     def export_gif(self, request: gr.Request | None = None) -> str:

@@ -173,7 +173,8 @@ class TrainTab:
         def work(job: Job) -> Iterator[tuple]:
             loading = "Loading the data and building the model…"
             yield (loading, *(gr.update(),) * 4, None)  # None: the last run's checkpoint goes (its box hides)
-            for update in train_live(config, compute=job.compute, stop=job.stopped):
+            start = self.registry.compute_for("starting")
+            for update in train_live(config, compute=job.compute, stop=job.stopped, start_compute=start):
                 if not update.done:
                     yield _training_outputs(update, status_line(update))
                     continue
