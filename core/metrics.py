@@ -314,9 +314,10 @@ def score_samples(samples: Tensor, dataset: str, *, seed: int = 0, split: Refere
     "sw_real_floor", "nn_distance", "nn_real_floor", "n") plus "kind": "points", "dataset" and "reading".
     `split` (digits only) chooses the reference digits: "report" (default) or "tune". N >= 2 and finite values,
     else ValueError; other image sets are refused with a ValueError, as the networks only know digits."""
+    kind = dataset_kind(dataset)  # a name core.data does not know: "unknown dataset ..."
     if not has_metric(dataset):
         raise ValueError(f"no quality metric for {dataset!r}: digits ({', '.join(DIGIT_DATASETS)}) or 2D toy sets")
-    if dataset_kind(dataset) == "points":
+    if kind == "points":
         scores = {**evaluate_points(samples, dataset, seed=seed), "kind": "points", "dataset": dataset}
         return {**scores, "reading": points_reading(scores)}
     scores = evaluate_samples(samples, seed=seed, split=split)

@@ -147,23 +147,24 @@ def train_live(
     start_compute: Callable[[Callable[[], Any]], Any] | None = None,
 ) -> Iterator[LiveUpdate]:
     """Train with `config`, yielding LiveUpdates (see the module docstring). Raises OutOfMemory with advice.
-    `compute` runs each step (default: here); `start_compute` the start (model, untrained preview, first step;
-    default: `compute`), which the app runs before waiting training steps so the first loss point comes at once."""
+    `compute` runs each step (default: here); `start_compute` the start (the model and its untrained preview) and
+    the first step (default: `compute`), which the app runs before waiting training steps so that the first loss
+    point comes at once."""
     compute = compute if compute is not None else run_here
     start_compute = start_compute if start_compute is not None else compute
     stop = stop or (lambda: False)
     history = TrainingHistory()
     config.validate()
     data = dataset if dataset is not None else load_training_data(config)  # a download must not hold the cores
-    try:  # the model, its untrained preview and the first step in one turn on the cores: the first loss point comes
-        # one wait for the compute worker after Start, not two (a class's sampling burst makes each wait longer)
-        trainer, preview, samples, run, first = start_compute(lambda: _start(config, data))
+    try:
+        trainer, preview, samples = start_compute(lambda: _start(config, data))
     except (torch.OutOfMemoryError, RuntimeError) as error:
         if _is_out_of_memory(error):
             raise OutOfMemory(out_of_memory_advice(config)) from None
         raise
     update = LiveUpdate("starting", history, trainer, preview.picture(samples), samples, 0)
     yield update
+    run = trainer.run()
     last_render = last_preview = time.perf_counter()
     state, message = "finished", ""
     while True:
@@ -172,13 +173,8 @@ def train_live(
             break
         try:
             due = last_preview + preview_interval
-            if first is not None:  # the first step, taken with the start
-                step, first = first, None
-            else:
-                step = compute(lambda due=due: _step(run, preview, due))
-            if isinstance(step, TrainingDiverged):
-                raise step
-            record, fresh, new_samples = step
+            step_compute = compute if len(history) else start_compute  # the first loss point is part of the start
+            record, fresh, new_samples = step_compute(lambda due=due: _step(run, preview, due))
             now = time.perf_counter()
             samples = new_samples if fresh else samples
         except TrainingDiverged as error:
@@ -208,17 +204,10 @@ def run_here(fn: Callable[[], Any]) -> Any:
     return fn()
 
 
-def _start(config: TrainConfig, data: ImageDataset | PointDataset) -> tuple:
-    """(trainer, preview, its untrained samples, the run, the first step's `_step` outcome or TrainingDiverged)."""
+def _start(config: TrainConfig, data: ImageDataset | PointDataset) -> tuple[Trainer, Preview, Tensor]:
     trainer = Trainer(config, dataset=data)
     preview = Preview(trainer)
-    samples = preview.samples()
-    run = trainer.run()
-    try:
-        first = _step(run, preview, math.inf)
-    except TrainingDiverged as error:  # raised by the loop, where a diverged run is handled
-        first = error
-    return trainer, preview, samples, run, first
+    return trainer, preview, preview.samples()
 
 
 def _step(run: Iterator[ProgressRecord], preview: Preview, preview_due: float) -> tuple:

@@ -326,5 +326,5 @@ def test_has_metric_says_which_data_sets_can_be_scored():
 
     assert has_metric("mnist5k") and has_metric("moons")
     assert not has_metric("cifar10") and not has_metric("no such data set")
-    with pytest.raises(ValueError, match="no quality metric for 'no such data set'"):
+    with pytest.raises(ValueError, match="unknown dataset 'no such data set'"):
         score_samples(torch.zeros(4, 1, 28, 28), "no such data set")
