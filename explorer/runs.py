@@ -145,7 +145,7 @@ def record_run(
     worker's lane). Returns the record (None when no step was taken) and a note for the page. `tag` goes in front
     of the run's title (a ready-made experiment's name)."""
     trainer = update.trainer
-    if trainer.step == 0:
+    if update.kept_steps == 0:
         return None, ""
     samples, picture, metrics = compute(lambda: _draw_and_score(update))
     config, history = trainer.config, update.history

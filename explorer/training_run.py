@@ -127,6 +127,12 @@ class LiveUpdate:
     def done(self) -> bool:
         return self.state in ("finished", "stopped", "diverged")
 
+    @property
+    def kept_steps(self) -> int:
+        """The optimizer steps a kept model would have: 0 when no loss point was shown (the run was stopped right
+        after its start, whose first step is then dropped with it), else the trainer's steps."""
+        return self.trainer.step if len(self.history) else 0
+
 
 def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
@@ -147,34 +153,39 @@ def train_live(
     start_compute: Callable[[Callable[[], Any]], Any] | None = None,
 ) -> Iterator[LiveUpdate]:
     """Train with `config`, yielding LiveUpdates (see the module docstring). Raises OutOfMemory with advice.
-    `compute` runs each step (default: here); `start_compute` the start (the model and its untrained preview) and
-    the first step (default: `compute`), which the app runs before waiting training steps so that the first loss
-    point comes at once."""
+    `compute` runs each step (default: here); `start_compute` the start (the model, its untrained preview and the
+    first step; default: `compute`), which the app runs before waiting training steps so that the first loss point
+    comes at once. A run stopped before its first loss point was shown keeps nothing (`LiveUpdate.kept_steps`)."""
     compute = compute if compute is not None else run_here
     start_compute = start_compute if start_compute is not None else compute
     stop = stop or (lambda: False)
     history = TrainingHistory()
     config.validate()
     data = dataset if dataset is not None else load_training_data(config)  # a download must not hold the cores
-    try:
-        trainer, preview, samples = start_compute(lambda: _start(config, data))
+    try:  # the model, its untrained preview and the first step in one turn on the cores: the first loss point comes
+        # one wait for the compute worker after Start, not two (a class's sampling burst makes each wait longer)
+        trainer, preview, samples, run, first = start_compute(lambda: _start(config, data))
     except (torch.OutOfMemoryError, RuntimeError) as error:
         if _is_out_of_memory(error):
             raise OutOfMemory(out_of_memory_advice(config)) from None
         raise
     update = LiveUpdate("starting", history, trainer, preview.picture(samples), samples, 0)
     yield update
-    run = trainer.run()
     last_render = last_preview = time.perf_counter()
     state, message = "finished", ""
     while True:
-        if stop():
+        if stop():  # stopped right after the start: its first step is dropped with the run (no loss point shown)
             state = "stopped"
             break
         try:
             due = last_preview + preview_interval
-            step_compute = compute if len(history) else start_compute  # the first loss point is part of the start
-            record, fresh, new_samples = step_compute(lambda due=due: _step(run, preview, due))
+            if first is not None:  # the first step, taken with the start
+                step, first = first, None
+            else:
+                step = compute(lambda due=due: _step(run, preview, due))
+            if isinstance(step, TrainingDiverged):
+                raise step
+            record, fresh, new_samples = step
             now = time.perf_counter()
             samples = new_samples if fresh else samples
         except TrainingDiverged as error:
@@ -204,10 +215,17 @@ def run_here(fn: Callable[[], Any]) -> Any:
     return fn()
 
 
-def _start(config: TrainConfig, data: ImageDataset | PointDataset) -> tuple[Trainer, Preview, Tensor]:
+def _start(config: TrainConfig, data: ImageDataset | PointDataset) -> tuple:
+    """(trainer, preview, its untrained samples, the run, the first step's `_step` outcome or TrainingDiverged)."""
     trainer = Trainer(config, dataset=data)
     preview = Preview(trainer)
-    return trainer, preview, preview.samples()
+    samples = preview.samples()
+    run = trainer.run()
+    try:
+        first = _step(run, preview, math.inf)
+    except TrainingDiverged as error:  # raised by the loop, where a diverged run is handled
+        first = error
+    return trainer, preview, samples, run, first
 
 
 def _step(run: Iterator[ProgressRecord], preview: Preview, preview_due: float) -> tuple:

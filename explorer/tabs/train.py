@@ -196,7 +196,7 @@ class TrainTab:
     def _keep(self, session: UserSession, update: LiveUpdate) -> tuple[str | None, str]:
         """Save the finished model in the user's folder, zip it for download, and add it to their Sample menu."""
         trainer = update.trainer
-        if trainer.step == 0 or session.closed:
+        if update.kept_steps == 0 or session.closed:
             return None, "  \nNo step was taken, so there is no model to keep."
         folder = trainer.save(session.new_path("model"), with_training_state=False)
         downloads = session.new_path("download")  # one folder per run, so the file's own name needs no counter
