@@ -26,9 +26,9 @@ import torch
 
 from core.device import available_cores
 
-# the compute worker runs the lower first: sampling runs are short, and so is a training's start (its model, untrained
-# preview and first step, ~0.25 s), which a student watches for the first loss point
-PRIORITY = {"sampling": 0, "starting": 0, "training": 1}
+# the compute worker runs the lower first: a training's start (its model, untrained preview and first step, ~0.25 s,
+# once per run), which a student watches for the first loss point, then sampling steps (short), then training steps
+PRIORITY = {"starting": -1, "sampling": 0, "training": 1}
 
 
 T = TypeVar("T")
