@@ -14,18 +14,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-CHART_COLORS = [  # matplotlib's tab10: ten colours told apart; beyond ten series, lines repeat them dashed
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-]
+from core.imaging import POINT_COLOURS
+
+CHART_COLORS = POINT_COLOURS  # matplotlib's tab10: ten colours told apart; beyond ten series, lines repeat them dashed
 MIN_LABEL_GAP = 28  # pixels between x tick labels; a closer tick keeps its mark but not its number
 
 
