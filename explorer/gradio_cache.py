@@ -12,7 +12,8 @@ written again, only touched (so Gradio's hourly clean-up keeps it): thirty stude
 
 PNGs are written with zlib level 1: the app's pictures are small pixel grids (explorer.images), which level 1 packs
 nearly as small as the default level 6 at a third of the time (0.7 vs 1.8 ms for a 234-px grid of 16 digits; WebP,
-Gradio's default format, takes 7 ms), and a class's burst of samples encodes hundreds of them.
+Gradio's default format, takes 7 ms; an ad hoc timing on this 2-core machine, not a benchmark), and a class's burst of
+samples encodes hundreds of them.
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 GATHER = 0.05  # seconds a flush waits for the model's other open runs to ask for their next call
-MAX_BATCH = 128  # rows in one merged call: ~60 ms on 2 cores, so a training waits little for its turn; measured
-# with 30 users (benchmarks/load_test.py --burst): 1024 rows 7.6 s, 256 rows 5.7 s, 128 rows 5.9 s slowest answer, and
-# the least memory (peak 1.45 GB against 1.6 and 1.9)
+MAX_BATCH = 128  # rows in one merged call: ~60 ms on 2 cores, so a training waits little for its turn. Chosen from
+# exploratory runs of `benchmarks/load_test.py --burst --no-write` (not recorded in RESULTS.md): 128 rows answered a
+# class of 30 no slower than 256 or 1024 and with the least memory; RESULTS.md "Classroom burst" measures the choice
 
 Submit = Callable[[Callable[[], object]], Future]  # queues fn on the compute worker's sampling lane
 
