@@ -3,8 +3,9 @@ exactly what it gets alone; explorer/shared_runs.py: identical requests share on
 
 "The same run alone" is the run through the same compute worker with no other run beside it (so the thread count is
 the same). Merged, a run's final sample equals it to float rounding: the convolution kernels may split a larger
-batch differently among threads and sum in another order. Measured on this machine (2 threads): most runs equal to
-the last bit, the largest difference 2.3e-6 on samples in [-1, 1]; the tests allow `TOLERANCE` = 1e-5."""
+batch differently among threads and sum in another order, and which calls share a batch depends on timing. Measured
+on this machine (2 threads, 12 repetitions of the first test): the largest difference 1.3e-5 on samples in [-1, 1]
+(most runs 2.5e-6 to 6e-6); the tests allow `TOLERANCE` = 1e-4."""
 
 import threading
 
@@ -18,7 +19,7 @@ from explorer.sessions import JobRefused, SessionRegistry
 from explorer.shared_runs import SharedRuns
 from explorer.tabs.sample import sharing_key
 
-TOLERANCE = 1e-5  # float32 rounding of a convolution summed in another order
+TOLERANCE = 1e-4  # float32 rounding of a convolution summed in another order, through 10 sampler steps
 
 
 def final_sample(entry, request, **options):
