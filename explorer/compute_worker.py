@@ -26,7 +26,7 @@ import torch
 
 from core.device import available_cores
 
-# the compute worker runs the lower first: a training's start (its model, untrained preview and first step, ~0.25 s,
+# the compute worker runs the lower first: a training's start (its model and first step, ~0.1 s alone,
 # once per run), which a student watches for the first loss point, then sampling steps (short), then training steps
 PRIORITY = {"starting": -1, "sampling": 0, "training": 1}
 

@@ -2,7 +2,7 @@
 rate, loss by timestep bucket), and a preview sampled every few seconds from one fixed noise seed, so students
 watch the same noise turn into digits (or, for 2D sets, the same points settle onto the data).
 
-`train_live` yields a `LiveUpdate` at the start (within a second: the untrained model's preview), then at most
+`train_live` yields a `LiveUpdate` at the start (within a second: the preview's fixed noise x_T), then at most
 every `render_interval` seconds, with a fresh preview every `preview_interval` seconds, and once at the end
 (finished, stopped, or diverged with the last finite weights kept). Every training step and preview runs through
 `compute` (the app's one compute thread, explorer.compute_worker.ComputeWorker; by default the caller's own thread);
@@ -105,6 +105,10 @@ class Preview:
             x = sample(self.trainer.ema_model, self.sampler, self.x_T, steps, y=self.labels)
         return x.float().cpu()
 
+    def noise(self) -> Tensor:
+        """The fixed x_T every preview starts from, clipped to the data's range [-1, 1] (float32, on the CPU)."""
+        return self.x_T.float().clamp(-1, 1).cpu()
+
     def picture(self, samples: Tensor) -> np.ndarray:
         if self.is_points:
             return points_picture(samples, self.reference)
@@ -153,8 +157,8 @@ def train_live(
     start_compute: Callable[[Callable[[], Any]], Any] | None = None,
 ) -> Iterator[LiveUpdate]:
     """Train with `config`, yielding LiveUpdates (see the module docstring). Raises OutOfMemory with advice.
-    `compute` runs each step (default: here); `start_compute` the start (the model, its untrained preview and the
-    first step; default: `compute`), which the app runs before waiting training steps so that the first loss point
+    `compute` runs each step (default: here); `start_compute` the start (the model and its first step; default:
+    `compute`), which the app runs before waiting training steps so that the first loss point
     comes at once. A run stopped before its first loss point was shown keeps nothing (`LiveUpdate.kept_steps`)."""
     compute = compute if compute is not None else run_here
     start_compute = start_compute if start_compute is not None else compute
@@ -162,13 +166,14 @@ def train_live(
     history = TrainingHistory()
     config.validate()
     data = dataset if dataset is not None else load_training_data(config)  # a download must not hold the cores
-    try:  # the model, its untrained preview and the first step in one turn on the cores: the first loss point comes
-        # one wait for the compute worker after Start, not two (a class's sampling burst makes each wait longer)
-        trainer, preview, samples, run, first = start_compute(lambda: _start(config, data))
+    try:  # the model and its first step in one turn on the cores: the first loss point comes one wait for the
+        # compute worker after Start, not two (a class's sampling burst makes each wait longer)
+        trainer, preview, run, first = start_compute(lambda: _start(config, data))
     except (torch.OutOfMemoryError, RuntimeError) as error:
         if _is_out_of_memory(error):
             raise OutOfMemory(out_of_memory_advice(config)) from None
         raise
+    samples = preview.noise()  # what every preview starts from: drawn without the network, so the start stays short
     update = LiveUpdate("starting", history, trainer, preview.picture(samples), samples, 0)
     yield update
     last_render = last_preview = time.perf_counter()
@@ -216,16 +221,15 @@ def run_here(fn: Callable[[], Any]) -> Any:
 
 
 def _start(config: TrainConfig, data: ImageDataset | PointDataset) -> tuple:
-    """(trainer, preview, its untrained samples, the run, the first step's `_step` outcome or TrainingDiverged)."""
+    """(trainer, preview, the run, the first step's `_step` outcome or TrainingDiverged)."""
     trainer = Trainer(config, dataset=data)
     preview = Preview(trainer)
-    samples = preview.samples()
     run = trainer.run()
     try:
         first = _step(run, preview, math.inf)
     except TrainingDiverged as error:  # raised by the loop, where a diverged run is handled
         first = error
-    return trainer, preview, samples, run, first
+    return trainer, preview, run, first
 
 
 def _step(run: Iterator[ProgressRecord], preview: Preview, preview_due: float) -> tuple:
@@ -253,11 +257,19 @@ def status_line(update: LiveUpdate) -> str:
     if record is None:
         if update.done:
             return f"**{word[update.state]}** before the first training step."
-        return f"Starting on **{update.trainer.device}**: the preview shows the untrained model (pure noise)."
+        return (
+            f"Starting on **{update.trainer.device}**: the preview shows the noise x_T that every preview starts "
+            "from; watch the model turn it into pictures."
+        )
     total = f" of {config.steps:,}" if config.steps and config.time_budget is None else ""
     eta = "" if update.done or record.eta_seconds is None else f", about {math.ceil(record.eta_seconds)} s to go"
     return (
         f"**{word.get(update.state, update.state)}**: step {record.step:,}{total}, {record.elapsed:.0f} s, "
         f"{record.images_per_second:,.0f} {unit} on **{record.device}**{eta}; loss {record.loss:.4f} "
-        f"(preview from step {update.preview_step:,})."
+        f"({preview_note(update.preview_step)})."
     )
+
+
+def preview_note(step: int) -> str:
+    """What the preview shows: the noise x_T before the first preview is drawn, else the step it was drawn at."""
+    return f"preview from step {step:,}" if step else "the preview shows the noise x_T that every preview starts from"

@@ -25,6 +25,7 @@ def test_a_few_steps_yield_finite_losses_and_changing_previews():
     assert history.steps == list(range(1, 9)) and all(math.isfinite(loss) for loss in history.losses)
     previews = [u.preview_samples for u in updates]
     assert previews[0].shape == (PREVIEW_IMAGES, 1, 28, 28)
+    assert previews[0].abs().max() <= 1 and previews[0].std() > 0.5  # the start shows x_T itself: clipped noise
     assert not torch.equal(previews[0], previews[-1])  # the same noise, a different model
     assert updates[-1].preview.dtype == np.uint8 and updates[-1].preview.ndim == 2
     assert updates[-1].trainer.step == 8
@@ -80,7 +81,7 @@ def test_history_smooths_and_thins():
 
 def test_status_line_names_device_speed_and_time_to_go():
     update = next(iter(train_live(digits_config())))
-    assert "untrained" in status_line(update) and "cpu" in status_line(update)
+    assert "noise x_T" in status_line(update) and "cpu" in status_line(update)
     update.history.add(record(3, 0.25))
     update.state = "training"
     line = status_line(update)

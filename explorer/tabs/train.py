@@ -175,6 +175,8 @@ class TrainTab:
             yield (loading, *(gr.update(),) * 4, None)  # None: the last run's checkpoint goes (its box hides)
             start = self.registry.compute_for("starting")
             for update in train_live(config, compute=job.compute, stop=job.stopped, start_compute=start):
+                if update.state == "starting":  # the first loss point follows at once (taken with the start): one
+                    continue  # page update instead of two, which a class's sampling burst would make wait each
                 if not update.done:
                     yield _training_outputs(update, status_line(update))
                     continue
