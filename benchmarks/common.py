@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from core.device import available_cores
+from core.device import available_cores, cpu_model
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 ROOT = RESULTS_PATH.parent.parent
@@ -60,16 +60,6 @@ def time_calls(fn: Callable[[], object], *, warmup: int, min_calls: int, min_sec
         fn()
         durations.append(time.perf_counter() - start)
     return durations
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_description(threads: int, extra: str = "") -> str:

@@ -1,22 +1,31 @@
 """Device choice, CPU core counts and bf16 autocast: what training, the app and the benchmarks ask of the hardware.
 
-`pick_device("auto")` takes CUDA, then Apple's MPS, then the CPU; `available_cores()` counts the cores this process
-may run on (its CPU affinity, not the machine's total), which the trainer, the app's session limits and the
-benchmarks use as their thread count. bf16 autocast is used where the hardware runs it natively (CUDA, CPUs with
-AVX512-BF16 or AMX); elsewhere it is emulated and slower than float32.
+`pick_device("auto")` takes CUDA, then Apple's MPS, then the CPU (or the device $DDPM_EXPLORER_DEVICE names: the
+app on ZeroGPU keeps its state on the CPU, explorer/zero_gpu.py); `describe_device` says which in one line for the
+page and the CLI ("cuda: NVIDIA H200", "cpu (2 cores)"); `available_cores()` counts the cores this process may run
+on (its CPU affinity, not the machine's total), which the trainer, the app's session limits and the benchmarks use
+as their thread count. bf16 autocast is used where the hardware runs it natively (CUDA, CPUs with AVX512-BF16 or
+AMX); elsewhere it is emulated and slower than float32. Whether bf16, channels_last and torch.compile are used on
+a given GPU is decided from measurements (core/accelerators.py).
 """
 
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+DEVICE_ENV = "DDPM_EXPLORER_DEVICE"  # what "auto" means when set: cpu, cuda, cuda:1, mps
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """ "auto": cuda, then mps, then cpu (with one thread per available core). Or an explicit device name."""
+    """ "auto": $DDPM_EXPLORER_DEVICE if set, else cuda, then mps, then cpu (with one thread per available core).
+    Or an explicit device name."""
+    if name == "auto":
+        name = os.environ.get(DEVICE_ENV, "").strip() or "auto"
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -31,6 +40,28 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda was asked for but no CUDA GPU is available")
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """One line naming the device for the page and the CLI: "cuda: NVIDIA H200 (139 GB)", "cpu (2 cores)", "mps"."""
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        return f"cuda: {properties.name} ({properties.total_memory / 1e9:.0f} GB)"
+    if device.type == "cpu":
+        cores = available_cores()
+        return f"cpu ({cores} core{'' if cores == 1 else 's'})"
+    return device.type
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 9R14"), from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def available_cores() -> int:
