@@ -11,20 +11,23 @@ from __future__ import annotations
 import socket
 
 import gradio as gr
+import torch
 
 from core import __version__
+from core.accelerators import speed_choices
+from core.device import describe_device, pick_device
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.sessions import SessionRegistry
 from explorer.tabs import compare, embedding, experiments, forward, quality, sample, schedules, train, unet
 from explorer.widgets import session_key
+from explorer.zero_gpu import configure, zero_gpu_active
 
 TITLE = "DDPM Explorer"
 HEADER = f"""# {TITLE}
 See every part of a denoising diffusion model move: how a schedule drowns a picture in noise, how the model is told
 the time, the U-Net that learns to undo it, a model trained live before your eyes, and sampling step by step.
 Every control has a one-line explanation under it.
-<span style="color:#888">core {__version__}</span>
 """
 TAB_IDS = {  # label -> id (gr.Tabs(selected=id) switches to a tab)
     "Schedules": "schedules",
@@ -63,14 +66,28 @@ def carry_schedule(*values: object) -> tuple:
     return (*schedules.train_settings(*values), gr.Accordion(open=True), gr.Tabs(selected=TAB_IDS["Train"]))
 
 
+def device_line(device: torch.device | None = None) -> str:
+    """The header's last line: where the heavy runs compute, and with which speed options ("Running on cuda:
+    NVIDIA H200 (150 GB), bf16 autocast (the defaults ...)"), or ZeroGPU's lent GPUs; and the core's version."""
+    if zero_gpu_active():
+        where = "ZeroGPU: each training and sampling run is lent a GPU for its length (queued with other Spaces' users)"
+    else:
+        device = device if device is not None else pick_device("auto")
+        where = f"Running on {describe_device(device)}"
+        if device.type == "cuda":
+            where += f"; training with {speed_choices(device).describe()}"
+    return f'<span style="color:#888">{where} · core {__version__}</span>'
+
+
 def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
     """The whole app as a Blocks object (launched by app.py with LAUNCH_OPTIONS, mounted by tests). `registry`
     holds the users' sessions (a fresh one by default)."""
+    configure()  # on ZeroGPU: `spaces` before CUDA, and the app's state on the CPU (explorer/zero_gpu.py)
     registry = registry if registry is not None else SessionRegistry()
     single_thread_elsewhere()  # only the registry's compute worker computes with every core
     make_picture_cache_atomic()  # users who get the same picture must not truncate each other's downloads
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
-        gr.Markdown(HEADER)
+        gr.Markdown(HEADER + device_line())
         with gr.Tabs() as tabs:
             with gr.Tab("Schedules", id=TAB_IDS["Schedules"]):
                 schedules_page = schedules.build_tab()

@@ -9,7 +9,10 @@ next:
 * queue position: while the run waits it yields `waiting(message)` about once a second ("number 3 in the
   queue"); stopped while waiting, it yields `waiting("Stopped before it started.")` and ends;
 * Stop and session close: `job.stopped()` is true once the user pressed Stop or left the page;
+* GPU memory: a run whose estimated need is over its share of the GPU (`memory=`, or `job.check_memory` once the
+  run knows it, e.g. after loading its data) is refused with advice (explorer.gpu_memory);
 * errors: the exceptions a run is expected to raise (bad data, out of memory) become gr.Error with their message;
+  out of memory, expected or not, becomes advice for its kind, and the cache it held is given back;
 * the place is freed when the run ends, however it ends (finished, stopped, failed, or the page went away while
   the generator was suspended: Gradio closes it, and the `finally` runs).
 
@@ -24,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import gradio as gr
+import torch
 
+from explorer.gpu_memory import OverMemoryBudget, is_out_of_memory, out_of_memory_advice, release_cached_memory
 from explorer.sessions import JobRefused, JobTicket, SessionRegistry, UserSession, busy_message
 
 Out = TypeVar("Out")
@@ -38,6 +43,7 @@ class Job:
 
     ticket: JobTicket
     compute: Callable[[Callable[[], Any]], Any]  # runs a step on the compute worker's lane for this kind
+    registry: SessionRegistry
 
     @property
     def session(self) -> UserSession:
@@ -46,6 +52,10 @@ class Job:
     def stopped(self) -> bool:
         """True once the user pressed Stop or left the page (their session was closed)."""
         return self.ticket.stop_requested or self.ticket.session.closed
+
+    def check_memory(self, need: int | None) -> None:
+        """Raise OverMemoryBudget (advice) when `need` bytes are over this run's share of the GPU."""
+        self.registry.check_memory(need, self.ticket.kind)
 
 
 def run_job(
@@ -56,9 +66,11 @@ def run_job(
     *,
     waiting: Callable[[str], Out],
     expected_errors: tuple[type[Exception], ...] = (),
+    memory: int | None = None,
 ) -> Iterator[Out]:
     """Run `work` as a heavy job of `kind` ("training" or "sampling") for this session (see the module docstring).
-    Yields what `work` yields, preceded by `waiting(message)` while the job waits for a place."""
+    Yields what `work` yields, preceded by `waiting(message)` while the job waits for a place. `memory`: the
+    run's estimated GPU bytes, if known before it starts."""
     try:
         with registry.job(session, kind) as ticket:
             for position in registry.waiting(ticket):
@@ -66,10 +78,19 @@ def run_job(
             if ticket.stop_requested:
                 yield waiting(STOPPED_WHILE_WAITING)
                 return
+            job = Job(ticket, registry.compute_for(kind), registry)
             try:
-                yield from work(Job(ticket, registry.compute_for(kind)))
-            except expected_errors as error:
+                job.check_memory(memory)
+                yield from work(job)
+            except (OverMemoryBudget, *expected_errors) as error:
+                if is_out_of_memory(error):
+                    release_cached_memory()
                 raise gr.Error(str(error)) from None
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                release_cached_memory()
+                raise gr.Error(out_of_memory_advice(kind)) from None
     except JobRefused as error:  # only entering the queue refuses
         raise gr.Error(str(error)) from None
 

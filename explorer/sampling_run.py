@@ -15,6 +15,7 @@ alone.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +29,11 @@ from torch import Tensor, nn
 from core.noise_levels import SPACINGS
 from core.sampler_base import Step, draw_noise
 from core.samplers import SAMPLERS, denoise, make_sampler
+from core.schedules import NoiseSchedule
 from explorer.merged_calls import MergedCalls
 from explorer.models import ModelEntry
 from explorer.trajectory import Trajectory
+from explorer.zero_gpu import gpu_stream, sampling_seconds, task_device, zero_gpu_active
 
 MAX_IMAGES = 64
 MAX_POINTS = 2000
@@ -225,15 +228,6 @@ def _steps(
     stop: Callable[[], bool] | None,
 ) -> Iterator[tuple[Step, Trajectory]]:
     schedule = entry.checkpoint.schedule
-    sampler = make_sampler(
-        settings.sampler,
-        schedule,
-        eta=settings.eta,
-        objective=entry.checkpoint.objective,
-        clip_x0=True,  # pixels and the 2D toy sets both live in [-1, 1]
-        spacing=settings.spacing,
-    )
-    generator = torch.Generator().manual_seed(seed + STEP_NOISE_OFFSET)
     trajectory = Trajectory(
         settings.title,
         x_T.detach().float().cpu(),
@@ -245,7 +239,13 @@ def _steps(
         num_steps=settings.steps,
         sampler=settings.label,
     )
-    steps = denoise(network, sampler, x_T, settings.steps, y=labels, guidance_scale=guidance, generator=generator)
+    task = SamplingTask(network, schedule, entry.checkpoint.objective, settings, x_T, seed, labels, guidance)
+    if zero_gpu_active():  # the whole run is one ZeroGPU call on the model itself; steps come back as they are made
+        task = dataclasses.replace(task, network=entry.model, x_T=x_T.cpu(), labels=_on_cpu(labels))
+        steps = gpu_stream(task, sampling_seconds(settings.calls))
+        compute = None  # ZeroGPU lends every call a GPU of its own: nothing to take turns for here
+    else:
+        steps = task.steps()
 
     def timed_step() -> tuple[Step | None, float]:
         start = time.perf_counter()
@@ -261,6 +261,60 @@ def _steps(
             return
         trajectory.add(step)
         yield step, trajectory
+
+
+@dataclass(frozen=True)
+class SamplingTask:
+    """A sampling run as one piece of work: `steps()` where it is (the app's compute worker drives it step by
+    step), or called, on the GPU of a ZeroGPU call, yielding every step on the CPU (explorer/zero_gpu.py: the task
+    is pickled to the GPU's process, the steps back)."""
+
+    network: nn.Module
+    schedule: NoiseSchedule
+    objective: str
+    settings: SamplerSettings
+    x_T: Tensor
+    seed: int
+    labels: Tensor | None
+    guidance: float
+
+    def steps(self) -> Iterator[Step]:
+        """core.samplers.denoise with these settings on the network and x_T where they are."""
+        sampler = make_sampler(
+            self.settings.sampler,
+            self.schedule,
+            eta=self.settings.eta,
+            objective=self.objective,
+            clip_x0=True,  # pixels and the 2D toy sets both live in [-1, 1]
+            spacing=self.settings.spacing,
+        )
+        generator = torch.Generator().manual_seed(self.seed + STEP_NOISE_OFFSET)
+        return denoise(
+            self.network,
+            sampler,
+            self.x_T,
+            self.settings.steps,
+            y=self.labels,
+            guidance_scale=self.guidance,
+            generator=generator,
+        )
+
+    def __call__(self) -> Iterator[Step]:
+        device = task_device()
+        moved = dataclasses.replace(
+            self, network=self.network.to(device), x_T=self.x_T.to(device), labels=_on(self.labels, device)
+        )
+        with torch.no_grad():
+            for step in moved.steps():
+                yield step._replace(**{name: getattr(step, name).cpu() for name in ("x_t", "pred_x0", "pred_eps")})
+
+
+def _on(tensor: Tensor | None, device: torch.device | str) -> Tensor | None:
+    return tensor.to(device) if tensor is not None else None
+
+
+def _on_cpu(tensor: Tensor | None) -> Tensor | None:
+    return _on(tensor, "cpu")
 
 
 def sample_request(

@@ -16,7 +16,9 @@ Heavy jobs are limited for the whole server in two ways:
   (explorer.merged_calls) and identical requests share one run (explorer.shared_runs, `shared_runs`), so a whole
   class sampling at once costs little more than one large batch, while each training costs its own steps;
 * compute: every step of every active run runs on the one compute thread (explorer.compute_worker), sampling
-  steps first, so the active runs take turns step by step.
+  steps first, so the active runs take turns step by step;
+* GPU memory: on CUDA a run whose estimated need is over its share of the GPU (what is free, and at most 1/N of
+  it with N runs active) is refused with advice (`check_memory`, explorer.gpu_memory).
 
 A session is closed (its run asked to stop, its models dropped, its folder deleted) when the user leaves the page
 (`demo.unload`) or after `idle_timeout` seconds without a request (checked whenever any request arrives).
@@ -37,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.device import pick_device
 from explorer.compute_worker import PRIORITY, ComputeWorker
+from explorer.gpu_memory import MemoryBudget
 from explorer.merged_calls import MergedCalls
 from explorer.runs import RunList
 from explorer.shared_runs import SharedRuns
@@ -148,6 +152,7 @@ class SessionRegistry:
         self.compute = ComputeWorker(compute_threads)
         self.merged_calls = MergedCalls(functools.partial(self.compute.submit, priority=PRIORITY["sampling"]))
         self.shared_runs = SharedRuns()  # identical sampling requests on shipped models
+        self.memory = MemoryBudget(pick_device("auto"))  # each run's share of the GPU (explorer/gpu_memory.py)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._sessions: dict[str, UserSession] = {}
@@ -274,6 +279,13 @@ class SessionRegistry:
                 self._waiting.remove(ticket)
                 self._active.append(ticket)
         self._changed.notify_all()
+
+    def check_memory(self, need: int | None, kind: str) -> None:
+        """Refuse (OverMemoryBudget, with advice) a run of `kind` that needs more than its share of the GPU, the
+        active runs of every kind sharing it."""
+        with self._lock:
+            active = len(self._active)
+        self.memory.check(need, active, kind)
 
     def compute_for(self, kind: str) -> Callable[[Callable[[], Any]], Any]:
         """The compute worker's lane for a run of this kind (see PRIORITY)."""

@@ -11,22 +11,30 @@ every `render_interval` seconds, with a fresh preview every `preview_interval` s
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import gradio as gr
 import numpy as np
 import torch
 from torch import Tensor
 
 from core.data import ImageDataset
+from core.device import pick_device
 from core.sampler_base import draw_noise
 from core.samplers import DEFAULT_SPACING, make_sampler, sample
 from core.toy_data import PointDataset
 from core.training import ProgressRecord, TrainConfig, Trainer, TrainingDiverged, load_training_data
+from explorer.gpu_memory import is_out_of_memory, training_need
 from explorer.images import grid_picture, points_picture
+from explorer.zero_gpu import StopFile, gpu_stream, task_device, training_seconds, zero_gpu_active
 
 PREVIEW_IMAGES = 16
 PREVIEW_POINTS = 1000
@@ -138,10 +146,6 @@ class LiveUpdate:
         return self.trainer.step if len(self.history) else 0
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
 class OutOfMemory(RuntimeError):
     """Training ran out of memory; the message suggests a smaller batch."""
 
@@ -155,22 +159,43 @@ def train_live(
     preview_interval: float = PREVIEW_INTERVAL,
     render_interval: float = RENDER_INTERVAL,
     start_compute: Callable[[Callable[[], Any]], Any] | None = None,
+    check_memory: Callable[[int], None] | None = None,
 ) -> Iterator[LiveUpdate]:
     """Train with `config`, yielding LiveUpdates (see the module docstring). Raises OutOfMemory with advice.
     `compute` runs each step (default: here); `start_compute` the start (the model and its first step; default:
     `compute`), which the app runs before waiting training steps so that the first loss point
-    comes at once. A run stopped before its first loss point was shown keeps nothing (`LiveUpdate.kept_steps`)."""
+    comes at once. A run stopped before its first loss point was shown keeps nothing (`LiveUpdate.kept_steps`).
+    `check_memory(bytes)` is given the run's estimated GPU memory once its data is loaded (explorer.jobs.Job's: it
+    raises when the run is over its share of the GPU)."""
     compute = compute if compute is not None else run_here
-    start_compute = start_compute if start_compute is not None else compute
     stop = stop or (lambda: False)
-    history = TrainingHistory()
     config.validate()
     data = dataset if dataset is not None else load_training_data(config)  # a download must not hold the cores
+    if check_memory is not None:
+        check_memory(training_need(config, data, pick_device(config.device)))
+    if zero_gpu_active():
+        yield from _train_on_zero_gpu(config, data, stop)
+    else:
+        start_compute = start_compute if start_compute is not None else compute
+        yield from _train_here(config, data, compute, start_compute, stop, preview_interval, render_interval)
+
+
+def _train_here(
+    config: TrainConfig,
+    data: ImageDataset | PointDataset,
+    compute: Callable[[Callable[[], Any]], Any],
+    start_compute: Callable[[Callable[[], Any]], Any],
+    stop: Callable[[], bool],
+    preview_interval: float,
+    render_interval: float,
+) -> Iterator[LiveUpdate]:
+    """train_live's run in this process, its steps through `compute`."""
+    history = TrainingHistory()
     try:  # the model and its first step in one turn on the cores: the first loss point comes one wait for the
         # compute worker after Start, not two (a class's sampling burst makes each wait longer)
         trainer, preview, run, first = start_compute(lambda: _start(config, data))
     except (torch.OutOfMemoryError, RuntimeError) as error:
-        if _is_out_of_memory(error):
+        if is_out_of_memory(error):
             raise OutOfMemory(out_of_memory_advice(config)) from None
         raise
     samples = preview.noise()  # what every preview starts from: drawn without the network, so the start stays short
@@ -197,7 +222,7 @@ def train_live(
             state, message = "diverged", str(error)
             break
         except (torch.OutOfMemoryError, RuntimeError) as error:
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise OutOfMemory(out_of_memory_advice(config)) from None
             raise
         if record is None:
@@ -213,6 +238,76 @@ def train_live(
             yield LiveUpdate("training", history, trainer, update.preview, update.preview_samples, update.preview_step)
     samples = compute(preview.samples)
     yield LiveUpdate(state, history, trainer, preview.picture(samples), samples, trainer.step, message)
+
+
+@dataclass
+class TrainingFrame:
+    """A LiveUpdate without its trainer: what a training in a ZeroGPU call sends back as it goes (picklable)."""
+
+    state: str
+    history: TrainingHistory
+    preview: np.ndarray | None
+    preview_samples: Tensor | None
+    preview_step: int
+    message: str = ""
+
+    def live(self, trainer: Trainer) -> LiveUpdate:
+        """The LiveUpdate of this frame, with `trainer` standing for the run."""
+        return LiveUpdate(
+            self.state, self.history, trainer, self.preview, self.preview_samples, self.preview_step, self.message
+        )
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """A whole training run as one ZeroGPU call (explorer/zero_gpu.py): it trains on the call's GPU, yields a
+    TrainingFrame per LiveUpdate, stops when `stop` is requested, and saves what it learned in `folder`."""
+
+    config: TrainConfig
+    data: ImageDataset | PointDataset
+    folder: Path
+    stop: StopFile
+
+    def __call__(self) -> Iterator[TrainingFrame]:
+        config = dataclasses.replace(self.config, device=str(task_device()))
+        live = _train_here(
+            config, self.data, run_here, run_here, self.stop.requested, PREVIEW_INTERVAL, RENDER_INTERVAL
+        )
+        try:
+            for update in live:
+                if update.done and update.kept_steps:
+                    update.trainer.save(self.folder)
+                samples = update.preview_samples.cpu() if update.preview_samples is not None else None
+                yield TrainingFrame(
+                    update.state, update.history, update.preview, samples, update.preview_step, update.message
+                )
+        except OutOfMemory as error:  # crosses back as a message: ZeroGPU passes a gr.Error's text on
+            raise gr.Error(str(error)) from None
+
+
+def _train_on_zero_gpu(
+    config: TrainConfig, data: ImageDataset | PointDataset, stop: Callable[[], bool]
+) -> Iterator[LiveUpdate]:
+    """train_live on ZeroGPU: the run is one GPU call (TrainingTask); this process follows its frames with a CPU
+    Trainer holding the config and data, and takes its weights from the checkpoint it saved at the end."""
+    trainer = Trainer(dataclasses.replace(config, device="cpu"), dataset=data)
+    folder = Path(tempfile.mkdtemp(prefix="zero-gpu-training-"))
+    stop_file = StopFile(folder / "stop")
+    try:
+        frame = None
+        task = TrainingTask(config, data, folder / "model", stop_file)
+        for frame in gpu_stream(task, training_seconds(config.time_budget, config.steps)):
+            if stop():
+                stop_file.request()  # the run stops after its current step, and still saves
+            if frame.state not in ("finished", "stopped", "diverged"):
+                yield frame.live(trainer)
+        if frame is None:
+            return
+        if (folder / "model").exists():
+            trainer = Trainer(dataclasses.replace(config, device="cpu"), dataset=data, resume_from=folder / "model")
+        yield frame.live(trainer)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_here(fn: Callable[[], Any]) -> Any:

@@ -88,7 +88,8 @@ class ExperimentsTab:
             done: list[RunRecord] = []
             for number, run in enumerate(planned, 1):
                 head = f"**{title}: run {number} of {len(planned)}** ({run.label}). "
-                for update in train_live(run.config, compute=job.compute, stop=job.stopped):
+                live = train_live(run.config, compute=job.compute, stop=job.stopped, check_memory=job.check_memory)
+                for update in live:
                     if not update.done:
                         yield (head + status_line(update), *unchanged)
                         continue

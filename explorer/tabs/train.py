@@ -49,6 +49,7 @@ DATASETS: dict[str, str] = {  # menu label -> core.data name
 DEFAULT_DATASET = next(iter(DATASETS))
 PRESETS = {"tiny (fast: digits in a minute on a CPU)": "tiny", "small": "small", "seed (the blog's 64-128-256)": "seed"}
 LENGTH_UNITS = ("seconds", "steps")
+DEFAULT_SECONDS = 60  # a run's length when the page opens (benchmarks/gpu_check.py times it to the race's goal)
 MAX_SECONDS = 1800
 MAX_STEPS = 100_000
 MAX_BATCH = 512
@@ -174,7 +175,10 @@ class TrainTab:
             loading = "Loading the data and building the model…"
             yield (loading, *(gr.update(),) * 4, None)  # None: the last run's checkpoint goes (its box hides)
             start = self.registry.compute_for("starting")
-            for update in train_live(config, compute=job.compute, stop=job.stopped, start_compute=start):
+            live = train_live(
+                config, compute=job.compute, stop=job.stopped, start_compute=start, check_memory=job.check_memory
+            )
+            for update in live:
                 if update.state == "starting":  # the first loss point follows at once (taken with the start): one
                     continue  # page update instead of two, which a class's sampling burst would make wait each
                 if not update.done:
@@ -260,7 +264,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                     label="Train for",
                     info="Wall-clock seconds or optimizer steps.",
                 )
-                length = gr.Number(60, label="How long", minimum=1, info="Seconds or steps, as chosen.")
+                length = gr.Number(DEFAULT_SECONDS, label="How long", minimum=1, info="Seconds or steps, as chosen.")
             with gr.Row():
                 batch_size = gr.Number(
                     DEFAULT_CONFIG.batch_size,
