@@ -53,6 +53,7 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "training_state.safetensors"
 WEIGHT_FILE_NAME = re.compile(r"(model|ema|training_state)(?:\.([0-9a-f]{12}))?\.safetensors")
+PICKLE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")  # weights never read
 TEMP_FILE_NAME = re.compile(r"\.(config\.json|(model|ema|training_state)\.safetensors)\..+\.tmp")  # a save's staging
 
 MODEL_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {"unet": UNet.from_config, "mlp": ToyMLP.from_config}
@@ -290,7 +291,7 @@ def _verified_path(directory: Path, role: str, config: dict) -> Path:
     return path
 
 
-def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape from a safetensors header, without reading the tensors."""
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -299,7 +300,8 @@ def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"{path.name} is not a readable safetensors file: {error}") from error
 
 
-def _check_fit(name: str, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+def check_fit(name: str, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+    """CheckpointError unless the weight file `name`'s tensor names and shapes are exactly the model's."""
     missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
     if missing or unexpected:
         raise CheckpointError(
@@ -321,7 +323,7 @@ def _verified_weights_that_fit(directory: Path, config: dict) -> dict[str, Path]
     for role in (MODEL_FILE, EMA_FILE):
         if role == MODEL_FILE or named_weight_file(config, role):
             paths[role] = _verified_path(directory, role, config)
-            _check_fit(role, _header_shapes(paths[role]), expected)
+            check_fit(role, header_shapes(paths[role]), expected)
     return paths
 
 
@@ -336,9 +338,10 @@ def _load_tensors(path: Path, name: str) -> tuple[dict[str, Tensor], dict[str, s
     return tensors, metadata
 
 
-def _load_weights(model: nn.Module, tensors: dict[str, Tensor], name: str) -> None:
+def load_weights(model: nn.Module, tensors: dict[str, Tensor], name: str) -> None:
+    """Load `tensors` into `model` after checking that they fit it and are finite (CheckpointError if not)."""
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    _check_fit(name, {key: tuple(value.shape) for key, value in tensors.items()}, expected)
+    check_fit(name, {key: tuple(value.shape) for key, value in tensors.items()}, expected)
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{name}: {key} holds NaN or inf")
@@ -369,6 +372,12 @@ class Checkpoint:
         return sampling_defaults_of(self.config)
 
     @property
+    def clip_x0(self) -> bool:
+        """Whether sampling clamps the predicted clean sample to [-1, 1] (a diffusers scheduler's clip_sample; our
+        own checkpoints: yes, pixels and the 2D toy sets live in [-1, 1])."""
+        return bool(self.config.get("clip_x0", True))
+
+    @property
     def sampling_model(self) -> nn.Module:
         """The EMA weights when present (they sample better), else the raw weights."""
         return self.ema_model if self.ema_model is not None else self.model
@@ -389,8 +398,13 @@ class Checkpoint:
 
 
 def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint folder into freshly built models on `device`. Any problem raises CheckpointError."""
+    """Load a checkpoint folder into freshly built models on `device`. Any problem raises CheckpointError.
+    A diffusers pipeline folder (model_index.json, unet/, scheduler/) is read by core.diffusers_pipeline."""
     directory = Path(directory)
+    from core import diffusers_pipeline  # imports this module: imported here, once a folder is loaded
+
+    if diffusers_pipeline.is_pipeline_folder(directory):
+        return diffusers_pipeline.load_pipeline(directory, device=device)
     config = read_config(directory)
     try:
         schedule = schedule_from_params(config["schedule"])
@@ -398,11 +412,11 @@ def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu"
         raise CheckpointError(f"schedule in {CONFIG_FILE} is invalid: {error}") from error
     paths = _verified_weights_that_fit(directory, config)
     model = build_model(config["model"])
-    _load_weights(model, _load_tensors(paths[MODEL_FILE], MODEL_FILE)[0], MODEL_FILE)
+    load_weights(model, _load_tensors(paths[MODEL_FILE], MODEL_FILE)[0], MODEL_FILE)
     ema_model = None
     if EMA_FILE in paths:
         ema_model = build_model(config["model"])
-        _load_weights(ema_model, _load_tensors(paths[EMA_FILE], EMA_FILE)[0], EMA_FILE)
+        load_weights(ema_model, _load_tensors(paths[EMA_FILE], EMA_FILE)[0], EMA_FILE)
         ema_model.to(device).eval().requires_grad_(False)
     return Checkpoint(directory, config, model.to(device), ema_model, schedule)
 

@@ -222,6 +222,42 @@ def make_schedule(
     return NoiseSchedule.from_betas(betas, params)
 
 
+DIFFUSERS_BETA_SCHEDULES = {  # diffusers' beta_schedule -> ours
+    "linear": "linear",
+    "scaled_linear": "scaled_linear",
+    "sigmoid": "sigmoid",
+    "squaredcos_cap_v2": "cosine",
+}
+
+
+def schedule_from_diffusers_config(config: dict) -> NoiseSchedule:
+    """The schedule a diffusers scheduler config (scheduler_config.json of DDPMScheduler, DDIMScheduler, ...)
+    describes: the inverse of `NoiseSchedule.to_diffusers_config`. Reads num_train_timesteps, beta_schedule
+    (DIFFUSERS_BETA_SCHEDULES), beta_start, beta_end, trained_betas and rescale_betas_zero_snr, with diffusers'
+    defaults; ValueError for what it cannot reproduce."""
+    zero_terminal_snr = bool(config.get("rescale_betas_zero_snr", False))
+    trained = config.get("trained_betas")
+    if trained is not None:
+        try:
+            betas = torch.tensor(trained, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"trained_betas must be a list of numbers: {error}") from None
+        if betas.ndim != 1 or len(betas) < MIN_TIMESTEPS or not bool(((betas > 0) & (betas <= 1)).all()):
+            raise ValueError(f"trained_betas must be {MIN_TIMESTEPS} or more numbers in (0, 1]")
+        if zero_terminal_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        params = {"name": "custom", "num_timesteps": len(betas), "zero_terminal_snr": zero_terminal_snr}
+        return NoiseSchedule.from_betas(betas, params)
+    beta_schedule = config.get("beta_schedule", "linear")
+    if beta_schedule not in DIFFUSERS_BETA_SCHEDULES:
+        known = ", ".join(DIFFUSERS_BETA_SCHEDULES)
+        raise ValueError(f"beta_schedule {beta_schedule!r} is not one this app can reproduce; known: {known}")
+    name = DIFFUSERS_BETA_SCHEDULES[beta_schedule]
+    betas = {"beta_start": config.get("beta_start", 1e-4), "beta_end": config.get("beta_end", 0.02)}
+    num_timesteps = config.get("num_train_timesteps", 1000)
+    return make_schedule(name, num_timesteps, zero_terminal_snr=zero_terminal_snr, **betas)
+
+
 def schedule_from_params(params: dict) -> NoiseSchedule:
     """Rebuild a schedule from `NoiseSchedule.params` (as stored in a checkpoint's config.json)."""
     allowed = {"name", "num_timesteps", "beta_start", "beta_end", "cosine_s", "zero_terminal_snr"}

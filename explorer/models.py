@@ -1,5 +1,7 @@
 """The models the Sample tab draws from: the pretrained checkpoints shipped in assets/checkpoints/ (shared by
-everyone, loaded once), and each user's own, trained in the Train tab or uploaded as a zip (kept in their session).
+everyone, loaded once), each user's own, trained in the Train tab or uploaded as a zip (kept in their session), and
+diffusers pipelines from the Hugging Face Hub (fetched by core.hub, loaded once and shared, listed in the menus of
+the users who asked for them).
 
 A `ModelEntry` wraps a loaded `core.checkpoint.Checkpoint` with what the tab needs to know about it: images or
 2D points, its sample shape, whether it takes a class, (for 2D models) the true data to draw under samples, and
@@ -19,6 +21,9 @@ from torch import Tensor, nn
 from core.checkpoint import Checkpoint, load_checkpoint
 from core.data import ASSETS
 from core.device import pick_device
+from core.diffusers_pipeline import FORMAT as PIPELINE_FORMAT
+from core.diffusers_pipeline import load_pipeline
+from core.hub import fetch_pipeline
 from core.metrics import has_metric
 from core.sampler_sweep import QUALITY_FILE, SweepPoint
 from core.samplers import SamplingDefaults
@@ -36,6 +41,7 @@ PRETRAINED: dict[str, str] = {  # folder -> name in the model menu, in menu orde
 }
 DEFAULT_MODEL = PRETRAINED["mnist_uncond"]
 REFERENCE_POINTS = 2000  # true 2D data drawn under samples
+HUB_MODELS_KEPT = 2  # Hub models kept loaded at once, for everyone (the largest, 256 px, take ~0.5 GB each)
 
 
 @dataclass
@@ -92,16 +98,30 @@ class ModelEntry:
             return None
         return load_toy(self.dataset_name, split="test", n=REFERENCE_POINTS).points
 
+    @property
+    def is_pipeline(self) -> bool:
+        """Whether it is a diffusers pipeline (core.diffusers_pipeline) rather than one of this project's."""
+        return self.checkpoint.config.get("format") == PIPELINE_FORMAT
+
     def describe(self) -> str:
         """One line for the page: what it was trained on, how long, what it predicts."""
         config = self.checkpoint.config
+        schedule = f"{config['schedule']['name']} schedule with T = {self.checkpoint.schedule.num_timesteps}"
+        if self.is_pipeline:
+            channels, side = self.checkpoint.sample_shape[:2]
+            millions = sum(p.numel() for p in self.model.parameters()) / 1e6
+            clip = ", clipped to [-1, 1] at every step" if self.checkpoint.clip_x0 else ""
+            return (
+                f"**{self.name}**: a diffusers {config['pipeline']}, a UNet2DModel of "
+                f"{millions:.1f} M parameters drawing {side}x{side} {'RGB' if channels == 3 else 'gray'} pictures; "
+                f"predicts {self.checkpoint.objective}{clip}, {schedule}, unconditional."
+            )
         model = config.get("model", {})
         size = model.get("extra", {}).get("preset") or model.get("type", "?")
         conditional = f", {self.num_classes} classes (guidance works)" if self.num_classes else ", unconditional"
         return (
             f"**{self.name}**: {self.dataset_name}, {size} network, {self.checkpoint.step:,} training steps, "
-            f"predicts {self.checkpoint.objective}, {config['schedule']['name']} schedule with "
-            f"T = {self.checkpoint.schedule.num_timesteps}{conditional}."
+            f"predicts {self.checkpoint.objective}, {schedule}{conditional}."
         )
 
 
@@ -130,3 +150,16 @@ def pretrained(name: str) -> ModelEntry | None:
         if label == name:
             return _pretrained(folder)
     return None
+
+
+@functools.lru_cache(maxsize=HUB_MODELS_KEPT)
+def _hub_checkpoint(folder: str, repo_id: str) -> Checkpoint:
+    return load_pipeline(folder, device=pick_device("auto"), source=repo_id)
+
+
+def hub_entry(repo_id: str) -> ModelEntry:
+    """The diffusers pipeline of Hub model `repo_id` (core.hub.fetch_pipeline: size-checked, fetched once, cached on
+    disk), loaded once for everyone (its weights are shared, never trained) as a ModelEntry of the caller's own.
+    core.hub.HubError or CheckpointError say why it cannot be used."""
+    folder = fetch_pipeline(repo_id)
+    return ModelEntry(f"hub: {repo_id}", _hub_checkpoint(str(folder), repo_id))

@@ -36,6 +36,7 @@ from explorer.trajectory import Trajectory
 from explorer.zero_gpu import gpu_stream, sampling_seconds, task_device, zero_gpu_active
 
 MAX_IMAGES = 64
+PIXEL_BUDGET = MAX_IMAGES * 32 * 32  # pixels one run draws at most: 64 pictures of 32x32, 16 of 64x64, 1 of 256x256
 MAX_POINTS = 2000
 MAX_GUIDANCE = 10.0
 MAX_SEED = 2**31 - 1
@@ -146,6 +147,15 @@ def check_settings(
     return settings
 
 
+def max_count(entry: ModelEntry) -> int:
+    """The most samples one run of this model draws: MAX_POINTS 2D points, or as many pictures as fit PIXEL_BUDGET
+    (at most MAX_IMAGES, at least one): large pictures cost the 2 shared cores as much per pixel as small ones."""
+    if entry.is_points:
+        return MAX_POINTS
+    side = entry.checkpoint.sample_shape[-1]
+    return max(1, min(MAX_IMAGES, PIXEL_BUDGET // (side * side)))
+
+
 def check_request(
     entry: ModelEntry,
     sampler: str,
@@ -162,8 +172,7 @@ def check_request(
     check_settings."""
     settings = check_settings(entry, sampler, steps, eta, spacing)
     seed = _whole("seed", seed, 0, MAX_SEED)
-    most = MAX_POINTS if entry.is_points else MAX_IMAGES
-    count = _whole("number of points" if entry.is_points else "number of images", count, 1, most)
+    count = _whole("number of points" if entry.is_points else "number of images", count, 1, max_count(entry))
     guidance = _number("guidance", guidance)
     if not 0.0 <= guidance <= MAX_GUIDANCE:
         raise ValueError(f"guidance must be from 0 to {MAX_GUIDANCE:g}, got {guidance:g}")

@@ -15,19 +15,16 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from core.checkpoint import CheckpointError
-from core.checkpoint_archive import unpack_checkpoint
 from core.sampler_base import Step
 from core.samplers import SamplingDefaults
 from explorer.figures import class_histogram_figure
 from explorer.jobs import Job, run_job, throttled
 from explorer.merged_calls import MergedCalls
-from explorer.models import DEFAULT_MODEL, ModelEntry, load_entry, pretrained, pretrained_names
+from explorer.models import DEFAULT_MODEL, ModelEntry, pretrained, pretrained_names
 from explorer.sampling_figures import paths_figure, shared_visited_timesteps_figure
 from explorer.sampling_run import (
     EACH_CLASS,
     MAX_GUIDANCE,
-    MAX_IMAGES,
     MAX_POINTS,
     MAX_SEED,
     SampleRequest,
@@ -36,14 +33,17 @@ from explorer.sampling_run import (
 )
 from explorer.scoring import score, score_markdown
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
-from explorer.tabs.sampler_controls import build_sampler_controls, defaults_update
+from explorer.tabs.model_choice import (
+    DEFAULT_IMAGES,
+    EACH_CLASS_CHOICE,
+    NO_CLASS_CHOICE,
+    ModelChoice,
+    build_model_sources,
+)
+from explorer.tabs.sampler_controls import build_sampler_controls
 from explorer.trajectory import Trajectory, format_t, step_pictures
-from explorer.widgets import explanation, file_box, pixel_picture, progress_html, session_key, whole_number
+from explorer.widgets import explanation, file_box, pixel_picture, progress_html, whole_number
 
-EACH_CLASS_CHOICE = "each class in turn"
-NO_CLASS_CHOICE = "none (unconditional)"
-DEFAULT_IMAGES = 16
-DEFAULT_POINTS = 500
 DEFAULT_GUIDANCE = 2.0
 REPLAY_LABEL = "Replay the run, step by step"
 FRAME_INTERVAL = 0.05  # at most 20 live page updates a second for one user; the last step is always shown
@@ -88,12 +88,6 @@ def sharing_key(entry: ModelEntry, request: SampleRequest) -> tuple | None:
     return (entry.name, request) if entry.shipped else None
 
 
-def class_choices(entry: ModelEntry) -> list[str]:
-    if entry.num_classes is None:
-        return [NO_CLASS_CHOICE]
-    return [EACH_CLASS_CHOICE, *(str(c) for c in range(entry.num_classes))]
-
-
 def parse_class(entry: ModelEntry, choice: str | None) -> int | None:
     if entry.num_classes is None or choice in (None, "", NO_CLASS_CHOICE):
         return None
@@ -102,78 +96,8 @@ def parse_class(entry: ModelEntry, choice: str | None) -> int | None:
     return whole_number("class", choice, 0, entry.num_classes - 1)
 
 
-def count_slider(entry: ModelEntry, value: int | None = None) -> gr.Slider:
-    """The sample-count slider's update for this model: its bound and label (and `value`, if given)."""
-    most, label = (MAX_POINTS, "Number of points") if entry.is_points else (MAX_IMAGES, "Number of images")
-    return gr.Slider(maximum=most, label=label, **({} if value is None else {"value": value}))
-
-
-class SampleTab:
-    """The Sample tab's callbacks, bound to one SessionRegistry."""
-
-    def __init__(self, registry: SessionRegistry):
-        self.registry = registry
-
-    # ---- models ---------------------------------------------------------------------------------------------
-
-    def user_session(self, request: gr.Request | None) -> UserSession:
-        return self.registry.session(session_key(request))
-
-    def model_names(self, session: UserSession) -> list[str]:
-        return [*pretrained_names(), *session.models]
-
-    def resolve(self, name: str, session: UserSession) -> ModelEntry:
-        entry = session.models.get(name) or pretrained(name)
-        if entry is None:
-            raise gr.Error(f"unknown model {name!r}; choose one of: {', '.join(self.model_names(session))}")
-        return entry
-
-    def model_menu(self, current: str | None = None, request: gr.Request | None = None) -> gr.Dropdown:
-        """The model menu with this user's own models (keeps the current choice when it still exists)."""
-        names = self.model_names(self.user_session(request))
-        return gr.Dropdown(choices=names, value=current if current in names else DEFAULT_MODEL)
-
-    def count_range(self, name: str, request: gr.Request | None = None) -> gr.Slider:
-        """The sample-count slider's range for this model, keeping the user's value. The slider is built with the
-        server-wide bound (MAX_POINTS) so that a script may ask a 2D model for points without opening the page;
-        the page narrows it to MAX_IMAGES for image models when the tab opens, and check_request refuses more
-        than MAX_IMAGES images with a message either way."""
-        return count_slider(self.resolve(name, self.user_session(request)))
-
-    def describe_model(self, name: str, request: gr.Request | None = None) -> tuple:
-        """When the model changes: its description, the sampler and steps and eta its checkpoint samples best with
-        (the user may change them afterwards), the class menu, the sample-count range, the paths plot, and last
-        (added later, so older scripts find the others where they were) the spacing it samples best with."""
-        entry = self.resolve(name, self.user_session(request))
-        classes = class_choices(entry)
-        count = count_slider(entry, value=DEFAULT_POINTS if entry.is_points else DEFAULT_IMAGES)
-        sampler, spacing, steps, eta = defaults_update(entry.sampling_defaults)
-        return (
-            entry.describe(),
-            sampler,
-            steps,
-            eta,
-            gr.Dropdown(choices=classes, value=classes[0], interactive=entry.num_classes is not None),
-            gr.Slider(interactive=entry.num_classes is not None),
-            count,
-            gr.Plot(visible=entry.is_points),
-            spacing,
-        )
-
-    def upload_model(self, path: str | None, request: gr.Request | None = None) -> tuple:
-        """Add a checkpoint zip made by this project to this user's menu (refused with a message otherwise)."""
-        if not path:
-            raise gr.Error("Choose a checkpoint .zip first (the Train tab's download).")
-        session = self.user_session(request)
-        folder = session.new_path("upload")
-        try:
-            unpack_checkpoint(path, folder)
-            name = f"uploaded: {path.rsplit('/', 1)[-1].removesuffix('.zip')}"
-            entry = load_entry(name, folder)
-        except CheckpointError as error:
-            raise gr.Error(f"This checkpoint was refused: {error}") from None
-        name = self.registry.add_model(session, name, entry)
-        return gr.Dropdown(choices=self.model_names(session), value=name), f"Added **{name}** to the menu."
+class SampleTab(ModelChoice):
+    """The Sample tab's callbacks, bound to one SessionRegistry (choosing and adding models: ModelChoice)."""
 
     # ---- sampling -------------------------------------------------------------------------------------------
 
@@ -350,9 +274,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             with gr.Row():
                 run = gr.Button("Sample", variant="primary", elem_id="sample-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="sample-stop")
-            with gr.Accordion("Use a checkpoint you downloaded earlier", open=False):
-                upload = gr.File(label="Checkpoint .zip from the Train tab", file_types=[".zip"], type="filepath")
-                upload_note = gr.Markdown()
+            build_model_sources(tab, model)
         with gr.Column(scale=2):
             progress = gr.HTML(progress_html(0, 1, "Press **Sample**."), elem_id="sample-progress")
             with gr.Row():
@@ -429,5 +351,4 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         concurrency_id=HEAVY_GROUP,
         concurrency_limit=HEAVY_CONCURRENCY,
     )
-    upload.upload(tab.upload_model, upload, [model, upload_note], api_name="upload_checkpoint")
     return tab
