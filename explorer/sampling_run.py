@@ -248,7 +248,9 @@ def _steps(
         num_steps=settings.steps,
         sampler=settings.label,
     )
-    task = SamplingTask(network, schedule, entry.checkpoint.objective, settings, x_T, seed, labels, guidance)
+    task = SamplingTask(
+        network, schedule, entry.checkpoint.objective, settings, x_T, seed, labels, guidance, entry.checkpoint.clip_x0
+    )
     if zero_gpu_active():  # the whole run is one ZeroGPU call on the model itself; steps come back as they are made
         task = dataclasses.replace(task, network=entry.model, x_T=x_T.cpu(), labels=_on_cpu(labels))
         steps = gpu_stream(task, sampling_seconds(settings.calls))
@@ -286,6 +288,7 @@ class SamplingTask:
     seed: int
     labels: Tensor | None
     guidance: float
+    clip_x0: bool = True  # our models: pixels and the 2D toy sets live in [-1, 1]; a diffusers model: clip_sample
 
     def steps(self) -> Iterator[Step]:
         """core.samplers.denoise with these settings on the network and x_T where they are."""
@@ -294,7 +297,7 @@ class SamplingTask:
             self.schedule,
             eta=self.settings.eta,
             objective=self.objective,
-            clip_x0=True,  # pixels and the 2D toy sets both live in [-1, 1]
+            clip_x0=self.clip_x0,
             spacing=self.settings.spacing,
         )
         generator = torch.Generator().manual_seed(self.seed + STEP_NOISE_OFFSET)

@@ -35,6 +35,8 @@ from core.diffusers_pipeline import MODEL_TYPE, UNET_WEIGHTS, DiffusersUNet
 from core.sampler_base import draw_noise
 from core.samplers import sample
 from core.schedules import schedule_from_diffusers_config
+from explorer.models import load_entry
+from explorer.sampling_run import check_request, sample_request, starting_noise
 from explorer.sessions import SessionRegistry
 from explorer.tabs.sample import SampleTab
 
@@ -161,6 +163,18 @@ def test_zero_terminal_snr_v_prediction_with_diffusers_recommended_settings(tmp_
     ours = ours_ddim(folder, x_T, 10, 0.0, "trailing", noise_seed=0)
     reference = diffusers_ddim(tiny_unet(), folder, x_T, 10, 0.0, "trailing", noise_seed=0)
     assert_ddim_close(ours, reference)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_the_sample_tab_samples_with_the_scheduler_s_clipping(tmp_path, clip):
+    """The app's run of a pipeline (explorer.sampling_run) is our DDIM with the scheduler's clip_sample."""
+    folder = save_pipeline(tmp_path / "pipe", clip_sample=clip)
+    entry = load_entry("tiny", folder)
+    request = check_request(entry, "DDIM", 5, 0.0, 4, 2, spacing="leading")
+    *_, (_, trajectory) = sample_request(entry, request)
+    expected = ours_ddim(folder, starting_noise(entry, 2, 4), 5, 0.0, "leading", noise_seed=0)
+    assert torch.allclose(trajectory.final, expected, atol=1e-6)
+    assert (trajectory.final.abs().max() > 1.0) != clip  # unclipped, this random network strays past [-1, 1]
 
 
 @pytest.fixture
