@@ -229,6 +229,7 @@ CASES = [
     case("/show_step", below(-1, 0), index=-1),
     case("/show_step", r"Value 1000000 is greater than maximum value \d+\.", index=10**6),
     case("/upload_checkpoint", says("Choose a checkpoint .zip first"), path=None),
+    case("/load_hub_model", says("'not an id' is not a Hub model id: type owner/name"), repo_id="not an id"),
     case("/compare", says("unknown model 'nope'; choose one of: Digits (pretrained)"), COMPARE, model="nope"),
     case("/compare", not_a_choice("nope"), COMPARE, sampler="nope"),
     case("/compare", says("steps must be a whole number from 1 to 1000, got 2.5"), COMPARE, steps=2.5),
