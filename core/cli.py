@@ -1,6 +1,7 @@
 """Command line: `python -m core train|sample|evaluate|experiment` (also installed as the `ddpm` console script).
 
 python -m core train --dataset mnist5k --preset tiny --steps 2000 --out runs/tiny
+torchrun --nproc-per-node 2 -m core train --steps 2000 --out runs/tiny2      # N processes (core.distributed)
 python -m core sample --checkpoint runs/tiny --n 64 --sampler ddim --steps 50 --out samples.png
 python -m core evaluate --checkpoint runs/tiny --n 1000 --sampler ddim --steps 50   # metrics as JSON on stdout
 python -m core experiment --vary objective=eps,x0 --time-budget 30 --n 256 --out runs/objectives
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -26,7 +28,8 @@ from core.cli_arguments import (
     add_training_arguments,
     positive_int,
 )
-from core.device import pick_device
+from core.device import describe_device, pick_device
+from core.distributed import ProcessGroup, from_environment
 from core.experiment import EXPERIMENT_FILE, FIGURE_FILE, VARIABLE_FIELDS, parse_vary, plan_runs, run_experiment
 from core.imaging import save_images, save_points
 from core.metrics import DIGIT_DATASETS, REFERENCE_SPLITS, score_samples
@@ -136,21 +139,38 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`train`, alone or as one of the processes torchrun started (then rank 0 alone logs and saves)."""
     config = config_from_args(args)
-    steps = config.steps
     try:
-        trainer = Trainer(config, resume_from=args.resume)
+        group = from_environment(config.device)
+        trainer = Trainer(config, resume_from=args.resume, group=group)
     except (ValueError, CheckpointError, FileNotFoundError) as error:
         parser.error(str(error))
+    try:
+        return train_and_save(trainer, args, group)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def train_and_save(trainer: Trainer, args: argparse.Namespace, group: ProcessGroup | None) -> int:
+    config = trainer.config
+    steps = config.steps
+    main_process = group is None or group.is_main
     params = sum(p.numel() for p in trainer.model.parameters())
     data = trainer.data
     what = f"{len(data)} points" if data.kind == "points" else f"{len(data)} images, {data.image_size}px"
-    print(
-        f"training {trainer.model.config['type']} {config.preset} ({params:,} parameters) on {data.name} ({what}) "
-        f"on {trainer.device}",
-        file=sys.stderr,
-    )
-    bar = progress_bar(steps, initial=trainer.step)  # tqdm on a terminal, a line every few seconds in a log
+    where = describe_device(trainer.device)
+    where = f"{group.world_size} processes ({group.backend}, {where})" if group else where
+    if main_process:
+        print(
+            f"training {trainer.model.config['type']} {config.preset} ({params:,} parameters) on {data.name} "
+            f"({what}) on {where}",
+            file=sys.stderr,
+        )
+    # tqdm on a terminal, a line every few seconds in a log; nothing from ranks other than 0
+    quiet = open(os.devnull, "w") if not main_process else None  # noqa: SIM115 (open while the process lives)
+    bar = progress_bar(steps, initial=trainer.step, stream=quiet)
     status = 0
     record = None
     try:
@@ -168,7 +188,7 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         status = 130
     finally:
         bar.close()
-    if trainer.step > 0:
+    if trainer.step > 0 and main_process:
         trainer.save(args.out, with_training_state=not args.no_training_state)
         speed = f", {record.images_per_second:.0f} images/s" if record else ""
         print(f"saved {args.out} at step {trainer.step}{speed}", file=sys.stderr)
@@ -261,7 +281,8 @@ def run_sample(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     else:
         save_images(images, args.out, labels)
     print(
-        f"wrote {args.n} samples to {args.out} ({describe_settings(plan.settings)}, {seconds:.1f} s on {plan.device})",
+        f"wrote {args.n} samples to {args.out} ({describe_settings(plan.settings)}, {seconds:.1f} s on "
+        f"{describe_device(plan.device)})",
         file=sys.stderr,
     )
     return 0

@@ -158,7 +158,10 @@ def add_training_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     command.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
     command.add_argument(
-        "--num-threads", type=positive_int, default=None, help="CPU threads (default: one per available core)"
+        "--num-threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads (default: one per available core, shared out among the processes torchrun starts here)",
     )
     command.add_argument(
         "--precision",

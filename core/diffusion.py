@@ -143,12 +143,15 @@ def training_loss(
     weighting: str = "none",
     min_snr_gamma: float = MIN_SNR_GAMMA,
     generator: torch.Generator | None = None,
+    rows: slice | None = None,
 ) -> LossResult:
     """The simple DDPM loss (Ho et al. eq. 14) for any objective: draw t ~ U{0..T-1} and eps ~ N(0, I), noise x_0,
     and regress the network's output on the target. p_uncond replaces labels by the "no class" token with that
     probability (classifier-free guidance training); weighting "min_snr" caps the SNR weight at min_snr_gamma.
     Randomness comes only from `generator` (its device is used to draw, then moved to x0's device, so a seed gives
-    the same run on any device)."""
+    the same run on any device). `rows`: the part of the batch this process trains on (multi-process training,
+    core.distributed): everything is drawn for the whole batch x0, so each slice sees the draws one process would,
+    and only those rows go through the network (the result's per_sample and t are theirs)."""
     check_objective(objective)
     if not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
@@ -158,11 +161,15 @@ def training_loss(
     noise = torch.randn(x0.shape, generator=generator, device=draw_device, dtype=x0.dtype)
     t, noise = t.to(x0.device), noise.to(x0.device)
     if y is not None and p_uncond > 0:
-        num_classes = getattr(model, "num_classes", None)
+        num_classes = getattr(getattr(model, "module", model), "num_classes", None)  # (DDP wraps the model)
         if not num_classes:
             raise ValueError("p_uncond needs a class-conditional model (num_classes set)")
         drop = torch.rand(batch, generator=generator, device=draw_device).to(x0.device) < p_uncond
         y = torch.where(drop, torch.full_like(y, num_classes), y)
+    if rows is not None:
+        x0, t, noise = x0[rows], t[rows], noise[rows]
+        y = y[rows] if y is not None else None
+        batch = x0.shape[0]
     x_t = q_sample(schedule, x0, t, noise)
     output = model(x_t, t, y) if y is not None else model(x_t, t)
     target = training_target(schedule, x0, noise, t, objective)

@@ -33,10 +33,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.accelerators import speed_choices
 from core.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from core.data import ImageDataset, dataset_kind, load_dataset
-from core.device import PRECISIONS, available_cores, pick_device, uses_bf16
+from core.device import PRECISIONS, available_cores, pick_device
 from core.diffusion import MIN_SNR_GAMMA, OBJECTIVES, WEIGHTINGS, training_loss
+from core.distributed import ProcessGroup
 from core.samplers import SamplingDefaults
 from core.schedules import SCHEDULE_NAMES, NoiseSchedule, make_schedule
 from core.toy import make_toy_mlp
@@ -235,7 +237,9 @@ def lr_at(config: TrainConfig, step: int, progress: float) -> float:
 class Trainer:
     """Holds a model, its EMA, optimizer, data and RNG; `run()` trains and yields a ProgressRecord per step.
 
-    `dataset` (images or points) replaces the one the config names."""
+    `dataset` (images or points) replaces the one the config names. `group`: this process's place in a
+    multi-process run (core.distributed; torchrun): the model is wrapped in DistributedDataParallel and each rank
+    trains on its slice of the same global batch, so N processes train the model one process would."""
 
     def __init__(
         self,
@@ -243,14 +247,21 @@ class Trainer:
         *,
         dataset: ImageDataset | PointDataset | None = None,
         resume_from: str | Path | None = None,
+        group: ProcessGroup | None = None,
     ):
         config.validate()
         self.config = config
-        self.device = pick_device(config.device)
-        threads = config.num_threads or available_cores()
+        self.group = group
+        self.rows = group.rows(config.batch_size) if group is not None else None  # (checks the batch splits)
+        self.device = group.device if group is not None and group.backend == "nccl" else pick_device(config.device)
+        threads = config.num_threads or max(1, available_cores() // (group.local_world_size if group else 1))
         if self.device.type == "cpu" and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)  # (only when needed: it also resets the count new threads start with)
+        if group is not None and not group.is_main:
+            group.barrier()  # rank 0 loads (and downloads, if it must) first
         self.data = dataset or load_training_data(config)
+        if group is not None and group.is_main:
+            group.barrier()
         if config.class_conditional and self.data.labels is None:
             raise ValueError(f"dataset {self.data.name!r} has no labels; it cannot train a class-conditional model")
         self.train_tensor = self.data.tensor.to(self.device)  # (N, C, H, W) images or (N, D) points
@@ -260,19 +271,21 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.model: nn.Module = make_denoiser(config, self.data).to(self.device)
         self.model.check_input(self.train_tensor[:1])
-        self.bf16 = uses_bf16(config.precision, self.device)
+        self.speed = speed_choices(self.device, config.precision)  # bf16, channels_last, compile: as measured
+        self.bf16 = self.speed.bf16
+        self.speed.prepare(self.model)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = self._make_optimizer()
         if resume_from is not None:
             self._resume(Path(resume_from))
+        self.network = self.model  # what the loss calls: the model, or its DDP wrapper sharing its parameters
+        if group is not None:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.network = self.speed.network(self.network)
         self._bucket_losses: list[float | None] = [None] * config.num_buckets
-
-    @property
-    def images(self) -> torch.Tensor:
-        """The training tensor on the device (its former name; points for a toy set)."""
-        return self.train_tensor
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -306,6 +319,7 @@ class Trainer:
             "class_conditional": self.config.class_conditional,
             "step": self.step,
             "training": asdict(self.config),
+            "world_size": self.group.world_size if self.group is not None else 1,  # processes that trained it
             "sampling_defaults": self.config.sampling_defaults().to_dict(),
         }
 
@@ -350,7 +364,7 @@ class Trainer:
         y = self.labels[index] if cfg.class_conditional else None
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             result = training_loss(
-                self.model,
+                self.network,
                 self.schedule,
                 x0,
                 objective=cfg.objective,
@@ -359,8 +373,13 @@ class Trainer:
                 weighting=cfg.weighting,
                 min_snr_gamma=cfg.min_snr_gamma,
                 generator=self.generator,
+                rows=self.rows,
             )
         loss = float(result.loss.detach())
+        per_sample, t = result.per_sample.detach(), result.t
+        if self.group is not None:  # the global batch's loss and rows, as one process would see them
+            loss = self.group.mean(loss)
+            per_sample, t = self.group.gather(per_sample.float()), self.group.gather(t)
         if not math.isfinite(loss):
             raise TrainingDiverged(self._diverged_message("loss", loss, lr))
         self.optimizer.zero_grad(set_to_none=True)
@@ -375,7 +394,7 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         self._update_ema()
-        self._update_buckets(result.per_sample, result.t)
+        self._update_buckets(per_sample, t)
         return loss, grad_norm
 
     def _diverged_message(self, what: str, value: float, lr: float) -> str:
@@ -392,6 +411,8 @@ class Trainer:
         start_step = self.step
         while True:
             elapsed = time.perf_counter() - start
+            if self.group is not None:  # rank 0's clock: every rank takes the same lr and stops at the same step
+                elapsed = self.group.agree([elapsed])[0]
             if cfg.steps is not None and self.step >= cfg.steps:
                 return
             if cfg.time_budget is not None and elapsed >= cfg.time_budget:

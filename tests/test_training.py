@@ -71,7 +71,7 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_finite_weights(digits):
     for _ in range(3):
         next(run)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.images[:] = float("nan")  # a corrupted batch from now on
+    trainer.train_tensor[:] = float("nan")  # a corrupted batch from now on
     with pytest.raises(TrainingDiverged, match=r"stopped at step 4: the loss became nan.*step 3 are kept"):
         next(run)
     after = trainer.model.state_dict()
