@@ -216,7 +216,8 @@ def load_pipeline(
     directory: str | Path, *, device: str | torch.device = "cpu", source: str | None = None
 ) -> Checkpoint:
     """Load a diffusers pipeline folder as a Checkpoint (a fresh model on `device`, for sampling). `source` names
-    where it came from (a Hub id; default: the folder). Any problem raises CheckpointError with the reason."""
+    where it came from (a Hub id; default: the folder). What it was trained on is unknown: its dataset's name is "".
+    Any problem raises CheckpointError with the reason."""
     directory = Path(directory)
     check_pipeline_files(directory)
     scheduler_config = _read_json(directory, SCHEDULER_CONFIG)
@@ -225,7 +226,7 @@ def load_pipeline(
     side, channels = _checked_unet_config(unet_config)
     model = DiffusersUNet(_load_unet(directory, unet_config))
     model.to(device).eval().requires_grad_(False)
-    source = source or directory.name
+    source = source or str(directory)
     config = {
         "format": FORMAT,
         "source": source,
@@ -234,7 +235,7 @@ def load_pipeline(
         "schedule": schedule.params,
         "objective": objective,
         "clip_x0": clip,
-        "dataset": {"name": f"diffusers:{source}", "kind": "images", "image_size": side, "channels": channels},
+        "dataset": {"name": "", "kind": "images", "image_size": side, "channels": channels},  # data unknown
         "sampling_defaults": _sampling_defaults(objective, schedule.num_timesteps).to_dict(),
         "scheduler": scheduler_config,
     }

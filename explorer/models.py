@@ -109,11 +109,12 @@ class ModelEntry:
         schedule = f"{config['schedule']['name']} schedule with T = {self.checkpoint.schedule.num_timesteps}"
         if self.is_pipeline:
             channels, side = self.checkpoint.sample_shape[:2]
-            millions = sum(p.numel() for p in self.model.parameters()) / 1e6
+            count = sum(p.numel() for p in self.model.parameters())
+            size = f"{count / 1e6:.1f} M" if count >= 100_000 else f"{count:,}"
             clip = ", clipped to [-1, 1] at every step" if self.checkpoint.clip_x0 else ""
             return (
                 f"**{self.name}**: a diffusers {config['pipeline']}, a UNet2DModel of "
-                f"{millions:.1f} M parameters drawing {side}x{side} {'RGB' if channels == 3 else 'gray'} pictures; "
+                f"{size} parameters drawing {side}x{side} {'RGB' if channels == 3 else 'gray'} pictures; "
                 f"predicts {self.checkpoint.objective}{clip}, {schedule}, unconditional."
             )
         model = config.get("model", {})

@@ -23,7 +23,7 @@ NOT_SCORABLE = "Only the digit models and the 2D toy sets can be scored (the met
 def score(samples: Tensor, dataset: str) -> dict:
     """score_samples on the CPU, with a message a student understands for data sets without a metric."""
     if not has_metric(dataset):
-        raise ValueError(f"{NOT_SCORABLE} This model was trained on {dataset!r}.")
+        raise ValueError(f"{NOT_SCORABLE} This model was trained on {repr(dataset) if dataset else 'data of its own'}.")
     return score_samples(samples.detach().float().cpu(), dataset)
 
 

@@ -268,3 +268,22 @@ def test_the_sample_tab_opens_a_zipped_pipeline_and_samples_rgb_step_by_step(tmp
     with pytest.raises(gr.Error, match="This checkpoint was refused"):
         tab.upload_model(str(bad), request=user)
     assert tab.model_names(tab.user_session(user))[-1] == "uploaded: tiny-ddpm"  # nothing lost
+
+
+@pytest.mark.slow
+def test_a_zipped_pipeline_samples_rgb_pictures_in_chromium(app_url, page, artifacts, tmp_path):
+    """The page itself: upload the zip in the Sample tab, sample, see RGB pictures step by step (a screenshot lands in
+    tests/artifacts/tab_sample_diffusers.png)."""
+    zipped = zip_folder(save_pipeline(tmp_path / "pipe"), tmp_path / "tiny-ddpm.zip")
+    page.goto(app_url)
+    page.get_by_role("tab", name="Sample").click()
+    page.get_by_text("Use a checkpoint you downloaded earlier, or a diffusers model").click()
+    page.locator("#sample-upload input[type=file]").set_input_files(str(zipped))
+    page.locator("#sample-upload-note").get_by_text("Added uploaded: tiny-ddpm").wait_for(timeout=60_000)
+    page.get_by_text("a diffusers DDPMPipeline").wait_for(timeout=30_000)
+    page.locator("#sample-run").click()
+    page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=120_000)
+    page.locator("#sample-progress").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "tab_sample_diffusers.png"), full_page=True)
+    source = page.locator("#sample-xt img").get_attribute("src")
+    assert source

@@ -135,7 +135,7 @@ class ModelChoice:
 def build_model_sources(tab: ModelChoice, model: gr.Dropdown) -> None:
     """Layout and wiring of the upload and Hub controls that add models to the `model` menu."""
     with gr.Accordion("Use a checkpoint you downloaded earlier, or a diffusers model", open=False):
-        upload = gr.File(label="Model .zip", file_types=[".zip"], type="filepath")
+        upload = gr.File(label="Model .zip", file_types=[".zip"], type="filepath", elem_id="sample-upload")
         explanation(
             "A checkpoint .zip from the Train tab, or a diffusers pipeline folder (model_index.json, unet/, "
             "scheduler/) zipped; weights only as .safetensors, never pickles."
@@ -149,7 +149,7 @@ def build_model_sources(tab: ModelChoice, model: gr.Dropdown) -> None:
                 scale=3,
             )
             fetch = gr.Button("Load from the Hub", scale=1, elem_id="sample-hub")
-        note = gr.Markdown()
+        note = gr.Markdown(elem_id="sample-upload-note")
     upload.upload(tab.upload_model, upload, [model, note], api_name="upload_checkpoint")
     hub_event = dict(concurrency_id=HUB_GROUP, concurrency_limit=HUB_CONCURRENCY, api_name="load_hub_model")
     fetch.click(tab.load_from_hub, repo, [model, note], **hub_event)
