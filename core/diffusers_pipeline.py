@@ -193,15 +193,16 @@ def _load_unet(directory: Path, config: dict) -> nn.Module:
     except (TypeError, ValueError, KeyError, AttributeError) as error:
         raise CheckpointError(f"{UNET_CONFIG} does not build a UNet2DModel: {error}") from None
     expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
-    # weights saved before diffusers renamed its attention layers (query -> to_q, ...) are renamed as diffusers does
-    shapes = skeleton._fix_state_dict_keys_on_load(header_shapes(directory / UNET_WEIGHTS))
-    check_fit(UNET_WEIGHTS, shapes, expected)
+    # weights saved before diffusers renamed its attention layers (query -> to_q, ...; google/ddpm-* on the Hub) are
+    # renamed as diffusers' own loading does (a dict of names, shapes or tensors, renamed in place)
+    renamed = getattr(skeleton, "_fix_state_dict_keys_on_load", lambda state: state)
+    check_fit(UNET_WEIGHTS, renamed(header_shapes(directory / UNET_WEIGHTS)), expected)
     unet = unet_class.from_config(config)
     try:
         tensors = load_file(str(directory / UNET_WEIGHTS))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{UNET_WEIGHTS} is not a readable safetensors file: {error}") from None
-    load_weights(unet, unet._fix_state_dict_keys_on_load(tensors), UNET_WEIGHTS)
+    load_weights(unet, renamed(tensors), UNET_WEIGHTS)
     return unet
 
 

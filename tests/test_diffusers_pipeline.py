@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -94,6 +95,24 @@ def test_a_pipeline_folder_loads_as_a_checkpoint(tmp_path):
         model(x, t, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="divisible by 2"):
         model.check_input(torch.randn(1, 3, 15, 15))
+
+
+def test_weights_with_diffusers_old_attention_names_load(tmp_path):
+    """Pipelines saved before diffusers renamed its attention layers (query, key, value, proj_attn; the google/ddpm-*
+    models on the Hub) load as diffusers loads them."""
+    folder = save_pipeline(tmp_path / "pipe")
+    tensors = load_file(str(folder / UNET_WEIGHTS))
+    old_names = {".to_q.": ".query.", ".to_k.": ".key.", ".to_v.": ".value.", ".to_out.0.": ".proj_attn."}
+    renamed = {}
+    for key, value in tensors.items():
+        for new, old in old_names.items():
+            key = key.replace(new, old)
+        renamed[key] = value
+    assert renamed.keys() != tensors.keys()
+    save_file(renamed, str(folder / UNET_WEIGHTS))
+    x, t = torch.randn(SHAPE), torch.tensor([500, 20])
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(folder).sampling_model(x, t), tiny_unet()(x, t).sample)
 
 
 def diffusers_ddim(unet, folder: Path, x_T, steps: int, eta: float, spacing: str, noise_seed: int) -> torch.Tensor:
