@@ -252,16 +252,21 @@ def _remove_leftovers(directory: Path, keep: set[str]) -> None:
                 path.unlink()
 
 
+def read_json_file(path: Path, missing: str, name: str | None = None) -> object:
+    """The JSON value in `path`, or CheckpointError: `missing` when there is no such file, or that the file (called
+    `name` in the message, default its file name) is not valid JSON."""
+    if not path.is_file():
+        raise CheckpointError(missing)
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{name or path.name} is not valid JSON: {error}") from error
+
+
 def read_config(directory: str | Path) -> dict:
     """config.json of a checkpoint folder, checked for the fields every checkpoint has."""
     directory = Path(directory)
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{directory} is not a checkpoint folder: no {CONFIG_FILE}")
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{CONFIG_FILE} is not valid JSON: {error}") from error
+    config = read_json_file(directory / CONFIG_FILE, f"{directory} is not a checkpoint folder: no {CONFIG_FILE}")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{CONFIG_FILE} is not a {FORMAT} config")
     for key in ("model", "schedule", "objective", "files"):

@@ -29,7 +29,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from core.checkpoint import PICKLE_SUFFIXES, Checkpoint, CheckpointError, check_fit, header_shapes, load_weights
+from core.checkpoint import (
+    PICKLE_SUFFIXES,
+    Checkpoint,
+    CheckpointError,
+    check_fit,
+    header_shapes,
+    load_weights,
+    read_json_file,
+)
 from core.samplers import SamplingDefaults
 from core.schedules import NoiseSchedule, schedule_from_diffusers_config
 
@@ -53,13 +61,7 @@ def is_pipeline_folder(directory: str | Path) -> bool:
 
 
 def _read_json(directory: Path, name: str) -> dict:
-    path = directory / name
-    if not path.is_file():
-        raise CheckpointError(f"not a usable diffusers pipeline: {name} is missing")
-    try:
-        value = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{name} is not valid JSON: {error}") from None
+    value = read_json_file(directory / name, f"not a usable diffusers pipeline: {name} is missing", name)
     if not isinstance(value, dict):
         raise CheckpointError(f"{name} is not a JSON object")
     return value
