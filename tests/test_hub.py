@@ -168,3 +168,34 @@ def test_the_app_starts_without_importing_diffusers():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_hub_model_joins_the_menu_and_samples(monkeypatch, tmp_path):
+    """The whole path with the Hub faked: sizes checked, the pipeline files "downloaded" (copied from a tiny local
+    pipeline), loaded, listed in this user's menu only, described, and sampled."""
+    pytest.importorskip("diffusers")
+    from tiny_pipelines import save_pipeline
+
+    source = save_pipeline(tmp_path / "pipe")
+    sizes = {name: (source / name).stat().st_size for name in PIPELINE_FILES}
+
+    def fake_download(repo_id, *, revision, cache_dir, allow_patterns):
+        folder = Path(cache_dir) / "models--someone--ddpm-tiny" / "snapshots" / revision
+        for name in allow_patterns:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / name, folder / name)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: FakeApi(sizes))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    registry = SessionRegistry(tmp_path / "sessions", max_jobs=1, compute_threads=1)
+    tab, user = SampleTab(registry), SimpleNamespace(session_hash="ines")
+    *progress, (menu, note) = tab.load_from_hub(REPO, request=user)
+    assert "Checking **someone/ddpm-tiny** on the Hub" in progress[0][1]
+    assert menu.value == "hub: someone/ddpm-tiny" and "Added" in note
+    assert "hub: someone/ddpm-tiny" not in tab.model_names(tab.user_session(SimpleNamespace(session_hash="other")))
+    about = tab.describe_model(menu.value, request=user)[0]
+    assert "a diffusers DDPMPipeline" in about and "RGB" in about
+    controls = dict(model=menu.value, sampler="DDIM", steps=3, eta=0.0, seed=0, count=2, class_choice=None)
+    *_, last = tab.sample(request=user, guidance=1.0, **controls)
+    assert "3 of 3 steps" in last[0]
