@@ -37,7 +37,7 @@ from core.sampler_base import draw_noise
 from core.samplers import sample
 from core.schedules import schedule_from_diffusers_config
 from explorer.models import load_entry
-from explorer.sampling_run import check_request, sample_request, starting_noise
+from explorer.sampling_run import check_request, max_count, sample_request, starting_noise
 from explorer.sessions import SessionRegistry
 from explorer.tabs.sample import SampleTab
 
@@ -194,6 +194,17 @@ def test_the_sample_tab_samples_with_the_scheduler_s_clipping(tmp_path, clip):
     expected = ours_ddim(folder, starting_noise(entry, 2, 4), 5, 0.0, "leading", noise_seed=0)
     assert torch.allclose(trajectory.final, expected, atol=1e-6)
     assert (trajectory.final.abs().max() > 1.0) != clip  # unclipped, this random network strays past [-1, 1]
+
+
+def test_grey_256_px_pictures_load_one_at_a_time_and_larger_ones_are_refused(tmp_path):
+    entry = load_entry("big", save_pipeline(tmp_path / "grey", channels=1, side=256))
+    assert (
+        entry.checkpoint.sample_shape == (1, 256, 256) and max_count(entry) == 1 and "256x256 gray" in entry.describe()
+    )
+    *_, (_, trajectory) = sample_request(entry, check_request(entry, "DDIM", 2, 0.0, 0, 1))
+    assert trajectory.final.shape == (1, 1, 256, 256)
+    with pytest.raises(CheckpointError, match="sample_size 512 must be a square side of 1 to 256 px"):
+        load_checkpoint(save_pipeline(tmp_path / "huge", side=512))
 
 
 @pytest.fixture
