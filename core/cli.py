@@ -225,7 +225,8 @@ def plan_sampling(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             spacing=args.spacing,
             num_timesteps=checkpoint.schedule.num_timesteps,
         )
-        sampler = settings.sampler_for(checkpoint.schedule, checkpoint.objective, clip_x0=args.clip_x0)
+        clip_x0 = checkpoint.clip_x0 if args.clip_x0 is None else args.clip_x0
+        sampler = settings.sampler_for(checkpoint.schedule, checkpoint.objective, clip_x0=clip_x0)
         sampler.levels(settings.steps)  # a sampler that cannot start at these levels says so before any work
         model = checkpoint.sampling_model.eval()
         num_classes = getattr(model, "num_classes", None)

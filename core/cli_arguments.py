@@ -74,8 +74,9 @@ def add_sampling_arguments(command: argparse.ArgumentParser, n_default: int) -> 
     command.add_argument(
         "--clip-x0",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clamp the predicted clean image to [-1, 1] at each step",
+        default=None,
+        help="clamp the predicted clean image to [-1, 1] at each step (default: the checkpoint's: on for this "
+        "project's, a diffusers scheduler's clip_sample)",
     )
     command.add_argument("--seed", type=non_negative_int, default=0)
     command.add_argument("--label", type=non_negative_int, default=None, help="class to draw (conditional models)")

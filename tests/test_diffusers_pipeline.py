@@ -32,6 +32,7 @@ from tiny_pipelines import SIDE, T, save_pipeline, tiny_unet, zip_folder
 from core.checkpoint import CheckpointError, load_checkpoint
 from core.checkpoint_archive import unpack_model
 from core.classic_samplers import DDIMSampler
+from core.cli import build_parser, plan_sampling
 from core.diffusers_pipeline import MODEL_TYPE, UNET_WEIGHTS, DiffusersUNet
 from core.sampler_base import draw_noise
 from core.samplers import sample
@@ -264,6 +265,17 @@ def test_the_cli_samples_a_pipeline_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         assert image.mode == "RGB" and image.size == (2 * (SIDE + 2) + 2, 2 * (SIDE + 2) + 2)
+
+
+@pytest.mark.parametrize(
+    ("clip_sample", "flag", "clipped"), [(False, [], False), (True, [], True), (False, ["--clip-x0"], True)]
+)
+def test_the_cli_clips_as_the_scheduler_says_unless_told(tmp_path, clip_sample, flag, clipped):
+    folder = save_pipeline(tmp_path / "pipe", clip_sample=clip_sample)
+    parser = build_parser()
+    argv = ["sample", "--checkpoint", str(folder), "--device", "cpu", "--out", str(tmp_path / "x.png"), *flag]
+    args = parser.parse_args(argv)
+    assert plan_sampling(args, parser).sampler.clip_x0 is clipped
 
 
 def test_the_sample_tab_opens_a_zipped_pipeline_and_samples_rgb_step_by_step(tmp_path):
