@@ -10,7 +10,10 @@
 linear, scaled_linear, sigmoid, squaredcos_cap_v2, trained_betas), the objective from its prediction_type
 (`OBJECTIVES`: epsilon -> eps, sample -> x0, v_prediction -> v) and clip_sample as the checkpoint's clip_x0. Our
 samplers then run on it unchanged; tests/test_diffusers_pipeline.py checks that our DDIM equals diffusers' own DDIM
-loop on the same model from the same x_T.
+loop on the same model from the same x_T (with use_clipped_model_output=True, which DDIMScheduler.step's documentation
+calls necessary with clip_sample: the noise is recomputed from the clipped x_0, as our samplers always do). Where the
+sampler stops (timestep_spacing, steps_offset) is the sampler's choice here, as for every model: it starts from the
+project's recommendation for the objective (SamplingDefaults.for_objective), and the user may change it.
 
 Weights come from safetensors only ("models are programs": a pickle can run code when loaded): a folder whose UNet has
 pickled weights alone (diffusion_pytorch_model.bin, ...) is refused before any weight file is opened. The weight
@@ -50,7 +53,6 @@ SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
 PIPELINE_FILES: tuple[str, ...] = (PIPELINE_INDEX, UNET_CONFIG, UNET_WEIGHTS, SCHEDULER_CONFIG)  # all that is read
 PIPELINES = ("DDPMPipeline", "DDIMPipeline")  # unconditional pixel-space pipelines of a UNet2DModel and a scheduler
 OBJECTIVES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}  # diffusers' prediction_type -> ours
-LEARNED_VARIANCE = ("learned", "learned_range")  # variance types whose UNet outputs the variance after the prediction
 MAX_SIDE = 256  # pixels
 MAX_PIPELINE_BYTES = 512 * 2**20  # the UNet's weights: google/ddpm-*-256 are 455 MB
 
