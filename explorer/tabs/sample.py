@@ -1,7 +1,7 @@
-"""Sample tab: draw samples step by step from a pretrained model or your own, with any of the samplers and
-timestep spacings, scrub through the reverse process and export it as a GIF (comparing two samplers from the same
-starting noise is explorer.tabs.compare, a section below; the quality-vs-network-calls chart is
-explorer.tabs.quality, another).
+"""Sample tab: draw samples step by step from a pretrained model, your own, or a diffusers model, with any of the
+samplers and timestep spacings, scrub through the reverse process and export it as a GIF (choosing and adding models
+is explorer.tabs.model_choice; comparing two samplers from the same starting noise is explorer.tabs.compare, a
+section below; the quality-vs-network-calls chart is explorer.tabs.quality, another).
 
 `SampleTab` holds the callbacks (generators for the long ones, validated with gr.Error; the same from the page,
 from gradio_client and from tests). The runs are explorer.sampling_run's; what is kept for scrubbing is the
