@@ -246,7 +246,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
                 value=DEFAULT_MODEL,
                 label="Model",
                 allow_custom_value=True,
-                info="A pretrained model, or one you trained (Train tab) or uploaded (below).",
+                info="A pretrained model, one you trained (Train tab), or one uploaded or from the Hub (below).",
                 elem_id="sample-model",
             )
             about = gr.Markdown(default.describe() if default else "")
