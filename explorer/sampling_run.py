@@ -30,6 +30,7 @@ from core.noise_levels import SPACINGS
 from core.sampler_base import Step, draw_noise
 from core.samplers import SAMPLERS, denoise, make_sampler
 from core.schedules import NoiseSchedule
+from explorer.gpu_memory import sampling_need
 from explorer.merged_calls import MergedCalls
 from explorer.models import ModelEntry
 from explorer.trajectory import Trajectory
@@ -348,3 +349,9 @@ def sample_request(
         guidance=request.guidance,
         **options,
     )
+
+
+def memory_need(entry: ModelEntry, request: SampleRequest) -> int | None:
+    """The request's estimated GPU bytes (explorer.gpu_memory.sampling_need; None for a model it cannot estimate),
+    checked against the run's share of the GPU before it starts (explorer.jobs.run_job's `memory`)."""
+    return sampling_need(entry.model, tuple(entry.checkpoint.sample_shape), request.count, request.guidance != 1.0)

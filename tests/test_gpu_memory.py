@@ -166,3 +166,13 @@ def test_other_runtime_errors_still_pass_through(registry):
 
     with pytest.raises(RuntimeError, match="a bug"):
         list(run_job(registry, registry.session("dave"), "sampling", broken, waiting=str))
+
+
+def test_a_sampling_request_s_need_counts_its_pictures_and_guidance():
+    from explorer.models import DEFAULT_MODEL, pretrained
+    from explorer.sampling_run import check_request, memory_need
+
+    entry = pretrained(DEFAULT_MODEL)
+    shape = tuple(entry.checkpoint.sample_shape)
+    request = check_request(entry, "DDIM", 10, 0.0, 0, 16)
+    assert memory_need(entry, request) == sampling_need(entry.model, shape, 16) > 0
