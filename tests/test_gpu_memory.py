@@ -176,3 +176,16 @@ def test_a_sampling_request_s_need_counts_its_pictures_and_guidance():
     shape = tuple(entry.checkpoint.sample_shape)
     request = check_request(entry, "DDIM", 10, 0.0, 0, 16)
     assert memory_need(entry, request) == sampling_need(entry.model, shape, 16) > 0
+
+
+def test_the_sample_tab_refuses_a_request_over_its_share_of_the_gpu(registry, gpu_with):
+    from explorer.models import DEFAULT_MODEL
+    from explorer.tabs.sample import SampleTab
+
+    gpu_with(free=GB // 100)  # 10 MB free: less than the run's pictures need
+    registry.memory = MemoryBudget(CUDA)
+    controls = dict(model=DEFAULT_MODEL, sampler="DDIM", steps=5, eta=0.0, seed=0, count=64, class_choice=None,
+                    guidance=1.0)  # fmt: skip
+    with pytest.raises(gr.Error, match=r"This sampling run needs about .* Try fewer pictures"):
+        list(SampleTab(registry).sample(**controls))
+    assert registry.active("sampling") == 0

@@ -29,6 +29,7 @@ from explorer.sampling_run import (
     MAX_SEED,
     SampleRequest,
     check_request,
+    memory_need,
     sample_request,
 )
 from explorer.scoring import score, score_markdown
@@ -153,7 +154,12 @@ class SampleTab(ModelChoice):
             yield self._finished(trajectory, entry, checked)
 
         yield from run_job(
-            self.registry, session, "sampling", work, waiting=lambda text: (progress_html(0, total, text), *keep)
+            self.registry,
+            session,
+            "sampling",
+            work,
+            waiting=lambda text: (progress_html(0, total, text), *keep),
+            memory=memory_need(entry, checked),  # checked against the run's share of a GPU
         )
 
     def frame_interval(self) -> float:
