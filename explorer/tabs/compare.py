@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from explorer.jobs import Job, run_job, throttled
-from explorer.sampling_run import check_settings, sample_request
+from explorer.sampling_run import check_settings, memory_need, sample_request
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP
 from explorer.tabs.sample import FRAME_INTERVAL, SampleTab
 from explorer.tabs.sampler_controls import build_sampler_controls
@@ -93,6 +93,7 @@ class CompareSection:
             "sampling",
             work,
             waiting=lambda text: (progress_html(0, total, text), gr.update(), gr.update(), gr.update()),
+            memory=memory_need(entry, checked),  # the two sides run one after the other
         )
 
 
