@@ -10,6 +10,10 @@ the app's other threads with one (`single_thread_elsewhere`): 967 images/s throu
 training step of "tiny" is ~50 ms on 2 cores), so Stop and page updates stay prompt.
 
 Which runs may compute at all is decided before, by explorer.sessions.SessionRegistry's admission.
+
+On a GPU the same thread launches every run's kernels, one step at a time, so several users share one GPU in turns
+as they share the cores; what each run may hold in the GPU's memory meanwhile is checked before it starts
+(explorer/gpu_memory.py). On ZeroGPU a run's GPU work leaves this thread for a lent GPU (explorer/zero_gpu.py).
 """
 
 from __future__ import annotations
