@@ -23,9 +23,9 @@ Meant for a lent GPU machine (never needed for CI):
    for our presets and diffusers' UNet2DModel at the closest configuration (benchmarks/train_throughput.py's
    contenders, and denoising-diffusion-pytorch's Unet(dim=32) when installed), in float32, bf16,
    bf16+channels_last and bf16+channels_last+compile (unless --no-compile), after warm-up, over --seconds each.
-4. DDP: `torchrun --nproc-per-node N -m core train ...` (as `python -m torch.distributed.run`) for N = 1 and N =
-   every GPU present, at --ddp-batch images per GPU: images/s and the speed-up; "skipped: <reason>" with fewer than
-   2 GPUs or when the command fails.
+4. DDP: `python -m core train ...` on one GPU and `torchrun --nproc-per-node N -m core train ...` (as `python -m
+   torch.distributed.run`, benchmarks/ddp_scaling.py's runs) on all N GPUs present, at --ddp-batch images per GPU:
+   images/s and the speed-up; "skipped: <reason>" with fewer than 2 GPUs or when a command fails.
 5. Time to the race's goal (benchmarks/time_to_quality.py; RESULTS.md "Where the 60-second goal stands": FD within
    3x the real-vs-real floor, >= 80% confident digits, all ten present, --goal-n samples of DDIM-50 eta 0): the Train
    tab's default trained for each of --goal-budgets seconds (a fresh run each: its learning rate decays over the
@@ -37,17 +37,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import re
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
-from common import ROOT, command_line, machine_description, section_header, write_section
+from common import command_line, machine_description, section_header, write_section
+from ddp_scaling import one_run
 from torch import Tensor, nn
 from train_throughput import IMAGE_SIZE, ours, theirs
 
@@ -284,45 +282,21 @@ def sampling_seconds(model: nn.Module, sampler, x_T: Tensor, steps: int, autocas
 
 
 def ddp(device: torch.device, args: argparse.Namespace) -> list[list[str]]:
-    """Images/s of `python -m core train` on 1 GPU and on every GPU (torchrun), at --ddp-batch images per GPU."""
+    """Images/s of `python -m core train` on 1 GPU and under torchrun on every GPU (benchmarks/ddp_scaling.py's
+    runs), at --ddp-batch images per GPU."""
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     if gpus < 2:
         return [["-", "-", "-", f"skipped: {gpus} GPU{'' if gpus == 1 else 's'} here; DDP needs at least 2"]]
     rows, single = [], None
     for processes in (1, gpus):
         batch = args.ddp_batch * processes
-        with tempfile.TemporaryDirectory() as folder:
-            command = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc-per-node",
-                str(processes),
-                "-m",
-                "core",
-                "train",
-                "--dataset",
-                "mnist5k",
-                "--steps",
-                str(args.ddp_steps),
-                "--batch-size",
-                str(batch),
-                "--out",
-                str(Path(folder) / "run"),
-            ]
-            print("running:", " ".join(command[1:]), flush=True)
-            try:
-                done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.ddp_timeout)
-            except subprocess.TimeoutExpired:
-                rows.append([str(processes), str(batch), "-", f"skipped: no answer in {args.ddp_timeout:g} s"])
-                continue
-        rate = re.search(r"([\d,]+) images/s", done.stderr)
-        if done.returncode != 0 or rate is None:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1][:160]
+        print(f"training on {processes} GPU(s), global batch {batch} ...", flush=True)
+        try:
+            images, _ = one_run(processes, "tiny", args.ddp_steps, batch)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            last = (str(error).strip().splitlines() or ["no output"])[-1][:160]
             rows.append([str(processes), str(batch), "-", f"skipped: the command failed ({last})"])
             continue
-        images = float(rate.group(1).replace(",", ""))
         single = images if processes == 1 else single
         speedup = f"{images / single:.2f}x" if single else "-"
         rows.append([str(processes), str(batch), f"{images:,.0f}", speedup])
@@ -389,7 +363,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the sampling latency")
     parser.add_argument("--ddp-steps", type=int, default=300, help="optimizer steps of each DDP run")
     parser.add_argument("--ddp-batch", type=int, default=256, help="images per GPU and step in the DDP runs")
-    parser.add_argument("--ddp-timeout", type=float, default=300.0, help="seconds before a DDP run is given up")
     parser.add_argument("--goal-budgets", type=float, nargs="+", default=[5, 10, 20, 40, 80])
     parser.add_argument("--goal-n", type=int, default=500, help="samples scored for the race's goal (its n)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per available core)")
@@ -431,8 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *table(["model", "mode", "train images/s", "warm-up s", "sample s"], rows),
         "",
-        f"DDP: `torchrun --nproc-per-node N -m core train --dataset mnist5k --steps {args.ddp_steps}`, "
-        f"{args.ddp_batch} images per GPU:",
+        f"DDP: `python -m core train --dataset mnist5k --preset tiny --steps {args.ddp_steps}` on 1 GPU, under "
+        f"`torchrun --nproc-per-node N` on all N; {args.ddp_batch} images per GPU (benchmarks/ddp_scaling.py's runs):",
         "",
         *table(["processes", "global batch", "images/s", "speed-up"], ddp_rows),
         "",

@@ -56,28 +56,33 @@ class Finished:
 
 
 def test_ddp_runs_one_and_every_gpu_and_reads_their_speed(gpu_check, monkeypatch):
+    import ddp_scaling
+
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     commands = []
 
     def run(command, **options):
         commands.append(command)
-        processes = int(command[command.index("--nproc-per-node") + 1])
-        return Finished(0, f"training ...\nsaved /tmp/run at step 300, {1000 * processes * 0.9:,.0f} images/s\n")
+        processes = int(command[command.index("--nproc-per-node") + 1]) if "--nproc-per-node" in command else 1
+        return Finished(0, f"training ...\nsaved /tmp/run at step 300, {900 * processes} images/s\n")
 
-    monkeypatch.setattr(gpu_check.subprocess, "run", run)
+    monkeypatch.setattr(ddp_scaling.subprocess, "run", run)
     args = gpu_check.parse_args(["--ddp-batch", "64"])
     rows = gpu_check.ddp(torch.device("cuda"), args)
     assert rows == [["1", "64", "900", "1.00x"], ["4", "256", "3,600", "4.00x"]]
+    assert "torch.distributed.run" not in commands[0] and commands[0][1:4] == ["-m", "core", "train"]
     assert commands[1][1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4"]
     assert commands[1][6:9] == ["-m", "core", "train"] and "256" in commands[1]
 
 
 def test_ddp_says_why_it_was_skipped(gpu_check, monkeypatch):
+    import ddp_scaling
+
     args = gpu_check.parse_args([])
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert gpu_check.ddp(torch.device("cuda"), args)[0][-1] == "skipped: 1 GPU here; DDP needs at least 2"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     failed = Finished(1, "Traceback ...\nValueError: batch_size 256 does not split over 3 processes\n")
-    monkeypatch.setattr(gpu_check.subprocess, "run", lambda command, **options: failed)
+    monkeypatch.setattr(ddp_scaling.subprocess, "run", lambda command, **options: failed)
     rows = gpu_check.ddp(torch.device("cuda"), args)
     assert rows[0][-1] == "skipped: the command failed (ValueError: batch_size 256 does not split over 3 processes)"
