@@ -52,13 +52,15 @@ def zero_gpu_active() -> bool:
 
 
 def configure() -> bool:
-    """Call before the app builds anything: on ZeroGPU, import `spaces` (before CUDA starts) and keep the app's
-    state on the CPU. Returns whether ZeroGPU is active; does nothing elsewhere."""
+    """Call before the app builds anything: on ZeroGPU, import `spaces` (before CUDA starts), keep the app's state
+    on the CPU, and decorate the GPU function now (ZeroGPU reports the Space's GPU functions when the app launches
+    and starts none without). Returns whether ZeroGPU is active; does nothing elsewhere."""
     if not zero_gpu_active():
         return False
     import spaces  # noqa: F401  (patches torch for ZeroGPU; must come before any CUDA use)
 
     os.environ.setdefault(DEVICE_ENV, "cpu")
+    _decorated_stream()
     return True
 
 

@@ -6,6 +6,7 @@ that does what ZeroGPU's does to a call: its arguments and everything it yields 
 are pickled and unpickled (the app's own objects never reach the call, and what the call changes never comes back).
 """
 
+import functools
 import importlib.machinery
 import pickle
 import sys
@@ -37,9 +38,12 @@ class FakeSpaces(types.ModuleType):
         super().__init__("spaces")
         self.__spec__ = importlib.machinery.ModuleSpec("spaces", None)
         self.calls = []  # (duration, the task as the GPU's process got it)
+        self.decorated = []  # the functions decorated, in order
 
     def GPU(self, task=None, *, duration=None):
         def decorate(fn):
+            self.decorated.append(fn)
+
             def call(*args):
                 args = across_processes(args)
                 self.calls.append((duration(*args), args[0]))
@@ -89,6 +93,9 @@ def test_on_zero_gpu_the_app_keeps_its_state_on_the_cpu(spaces, monkeypatch):
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     assert zero_gpu_active() and zero_gpu.configure()
     assert __import__("os").environ[DEVICE_ENV] == "cpu"
+    assert spaces.decorated == [zero_gpu._run_stream]  # before launch: ZeroGPU reports GPU functions at start-up
+    assert list(gpu_stream(functools.partial(iter, [1]), 20)) == [1]  # a task must pickle: ZeroGPU's boundary
+    assert spaces.decorated == [zero_gpu._run_stream]  # decorated once, whatever the runs
 
 
 def test_a_sampling_run_is_one_gpu_call_sized_to_its_steps_with_the_same_pictures(spaces, digits):
