@@ -51,7 +51,8 @@ def one_run(processes: int, preset: str, steps: int, batch_size: int) -> tuple[f
         wall = time.perf_counter() - start
     match = SPEED.search(result.stderr)
     if result.returncode != 0 or match is None:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+        errors = [line for line in result.stderr.splitlines() if "rror" in line or "terminate" in line]
+        raise RuntimeError(f"{' '.join(command)} failed:\n" + "\n".join(errors[:20]) + result.stderr[-1000:])
     images_per_second = float(match.group(2))
     return images_per_second, wall - steps * batch_size / images_per_second
 
@@ -81,8 +82,9 @@ def main() -> None:
     lines = section_header(HEADING, machine_description(cores), command_line(__file__), busy_warning())
     lines += [
         f"`python -m core train` against `torchrun --standalone --nproc-per-node {args.processes} -m core train` with "
-        f"the same global batch (each of the {args.processes} processes trains its slice with {cores} cores / "
-        f"{args.processes} threads; alone, {cores} threads), bf16 autocast as the machine's default chooses. "
+        f"the same global batch (each of the {args.processes} processes trains its slice with "
+        f"{max(1, cores // args.processes)} thread(s); alone, {cores} threads), bf16 autocast as the machine's "
+        "default chooses. "
         f"Images/s: the trainer's own count over its training time, median of {args.repeats} interleaved runs; "
         "start-up: the command's wall time minus its training time (importing torch, and for torchrun the "
         "rendezvous and the process group).",

@@ -147,7 +147,10 @@ def run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (ValueError, CheckpointError, FileNotFoundError) as error:
         parser.error(str(error))
     try:
-        return train_and_save(trainer, args, group)
+        status = train_and_save(trainer, args, group)
+        if group is not None:
+            group.barrier()  # the ranks leave together: none tears its connections down while rank 0 still saves
+        return status
     finally:
         if group is not None:
             group.close()
