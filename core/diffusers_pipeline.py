@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from core.checkpoint import (
+    MODEL_BUILDERS,
     PICKLE_SUFFIXES,
     Checkpoint,
     CheckpointError,
@@ -149,6 +150,11 @@ class DiffusersUNet(nn.Module):
         self.in_channels = int(unet.config.in_channels)
         self.size_multiple = 2 ** (len(unet.config.block_out_channels) - 1)  # each down block but the last halves
 
+    @classmethod
+    def from_config(cls, config: dict) -> DiffusersUNet:
+        """A fresh (untrained) UNet of `config` (as `config` gives it; core.checkpoint.build_model's builder)."""
+        return cls(_unet_class().from_config({key: value for key, value in config.items() if key != "type"}))
+
     @property
     def config(self) -> dict:
         """The UNet2DModel's own config (JSON-ready), with "type" MODEL_TYPE."""
@@ -169,6 +175,9 @@ class DiffusersUNet(nn.Module):
         self.check_input(x)
         out = self.unet(x, t, return_dict=False)[0]  # (B, C or 2C, H, W)
         return out[:, : self.in_channels]
+
+
+MODEL_BUILDERS[MODEL_TYPE] = DiffusersUNet.from_config  # build_model (and so a model on meta) knows it too
 
 
 def _checked_unet_config(config: dict) -> tuple[int, int]:

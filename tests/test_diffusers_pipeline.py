@@ -29,7 +29,7 @@ pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler
 from tiny_pipelines import SIDE, T, save_pipeline, tiny_unet, zip_folder
 
-from core.checkpoint import CheckpointError, load_checkpoint
+from core.checkpoint import CheckpointError, build_model, load_checkpoint
 from core.checkpoint_archive import unpack_model
 from core.classic_samplers import DDIMSampler
 from core.cli import build_parser, plan_sampling
@@ -37,6 +37,7 @@ from core.diffusers_pipeline import MODEL_TYPE, UNET_WEIGHTS, DiffusersUNet
 from core.sampler_base import draw_noise
 from core.samplers import sample
 from core.schedules import schedule_from_diffusers_config
+from explorer.gpu_memory import sampling_need
 from explorer.models import load_entry
 from explorer.sampling_run import check_request, max_count, sample_request, starting_noise
 from explorer.sessions import SessionRegistry
@@ -96,6 +97,12 @@ def test_a_pipeline_folder_loads_as_a_checkpoint(tmp_path):
         model(x, t, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="divisible by 2"):
         model.check_input(torch.randn(1, 3, 15, 15))
+    # its config rebuilds it (build_model), so a run's GPU memory is estimated as for our own models
+    rebuilt = build_model(model.config)
+    assert rebuilt.config == model.config
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
+    one, four = (sampling_need(model, checkpoint.sample_shape, count) for count in (1, 4))
+    assert one is not None and four > one > 0
 
 
 def test_weights_with_diffusers_old_attention_names_load(tmp_path):
