@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     args = parser.parse_args()
+    cores = available_cores()
+    header = section_header(HEADING, machine_description(cores), command_line(__file__), busy_warning())  # at start
     cases = (("tiny", 400, 64), ("small", 40, 64))  # (preset, steps, global batch): the live recipe, the shipped size
     rows = []
     for preset, steps, batch in cases:
@@ -78,9 +80,8 @@ def main() -> None:
             f"{statistics.median(t for _, t in speeds[1]):.1f} | "
             f"{statistics.median(t for _, t in speeds[args.processes]):.1f} |"
         )
-    cores = available_cores()
-    lines = section_header(HEADING, machine_description(cores), command_line(__file__), busy_warning())
-    lines += [
+    lines = [
+        *header,
         f"`python -m core train` against `torchrun --standalone --nproc-per-node {args.processes} -m core train` with "
         f"the same global batch (each of the {args.processes} processes trains its slice with "
         f"{max(1, cores // args.processes)} thread(s); alone, {cores} threads), bf16 autocast as the machine's "
