@@ -130,6 +130,12 @@ class LossResult(NamedTuple):
     loss: Tensor  # scalar: mean of per_sample
     per_sample: Tensor  # (B,) weighted mean squared error of each sample
     t: Tensor  # (B,) the timesteps drawn
+    x0: Tensor  # the clean batch (these rows)
+    noise: Tensor  # eps drawn, shaped like x0
+    x_t: Tensor  # the network's input, q_sample(x0, t, noise)
+    y: Tensor | None  # the labels the network saw (after label drop-out; num_classes = "no class")
+    output: Tensor  # the network's output (detached)
+    target: Tensor  # what it was trained to output (training_target)
 
 
 def training_loss(
@@ -169,12 +175,31 @@ def training_loss(
     if rows is not None:
         x0, t, noise = x0[rows], t[rows], noise[rows]
         y = y[rows] if y is not None else None
-        batch = x0.shape[0]
+    return denoising_loss(
+        model, schedule, x0, t, noise, objective=objective, y=y, weighting=weighting, min_snr_gamma=min_snr_gamma
+    )
+
+
+def denoising_loss(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    *,
+    objective: str = "eps",
+    y: Tensor | None = None,
+    weighting: str = "none",
+    min_snr_gamma: float = MIN_SNR_GAMMA,
+) -> LossResult:
+    """training_loss for given draws: noise x0 to x_t at timesteps t (B,) with `noise`, and regress the network's
+    output on the objective's target (the same batch and draws through another model, e.g. the same model one
+    optimizer step later, give a comparable loss)."""
     x_t = q_sample(schedule, x0, t, noise)
     output = model(x_t, t, y) if y is not None else model(x_t, t)
     target = training_target(schedule, x0, noise, t, objective)
     mse = (output.float() - target.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
-    snr = schedule.at(schedule.snr, t, (batch,), dtype=torch.float32, device=x0.device)  # (B,)
+    snr = schedule.at(schedule.snr, t, (x0.shape[0],), dtype=torch.float32, device=x0.device)  # (B,)
     weights = loss_weight(snr, objective, weighting, min_snr_gamma).to(mse.dtype)
     per_sample = mse * weights
-    return LossResult(per_sample.mean(), per_sample, t)
+    return LossResult(per_sample.mean(), per_sample, t, x0, noise, x_t, y, output.detach(), target)

@@ -37,7 +37,7 @@ from core.accelerators import speed_choices
 from core.checkpoint import load_checkpoint, load_training_state, save_checkpoint
 from core.data import ImageDataset, dataset_kind, load_dataset
 from core.device import PRECISIONS, available_cores, pick_device
-from core.diffusion import MIN_SNR_GAMMA, OBJECTIVES, WEIGHTINGS, training_loss
+from core.diffusion import MIN_SNR_GAMMA, OBJECTIVES, WEIGHTINGS, LossResult, training_loss
 from core.distributed import ProcessGroup
 from core.samplers import SamplingDefaults
 from core.schedules import SCHEDULE_NAMES, NoiseSchedule, make_schedule
@@ -286,6 +286,7 @@ class Trainer:
             self.network = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.network = self.speed.network(self.network)
         self._bucket_losses: list[float | None] = [None] * config.num_buckets
+        self.last_loss: LossResult | None = None  # the last step's batch, draws and prediction (core.observed_step)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -393,6 +394,7 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.step()
         self.step += 1
+        self.last_loss = result._replace(loss=result.loss.detach(), per_sample=result.per_sample.detach())
         self._update_ema()
         self._update_buckets(per_sample, t)
         return loss, grad_norm

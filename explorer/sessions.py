@@ -120,6 +120,7 @@ class UserSession:
     models: dict[str, Any] = field(default_factory=dict)  # display name -> explorer.models.ModelEntry
     runs: RunList = field(default_factory=RunList)  # finished training runs, for the Experiments tab
     trajectory: Any = None  # the last explorer.trajectory.Trajectory
+    stepping: Any = None  # the Train tab's model trained one step at a time (explorer.single_step)
     job: JobTicket | None = None
     last_seen: float = field(default_factory=time.monotonic)
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -200,6 +201,7 @@ class SessionRegistry:
         session.models.clear()
         session.runs.close()
         session.trajectory = None
+        session.stepping = None
         shutil.rmtree(session.folder, ignore_errors=True)
 
     def __len__(self) -> int:

@@ -258,6 +258,13 @@ CASES = [
     case("/export_experiment", says("Tick at least one run to export."), chosen=[]),
     case("/run_experiment", not_a_choice("nope"), title="nope"),
 ]
+# Step (the Train tab's one-update-at-a-time button) reads the Train tab's controls through the same
+# training_config: the same bad values, the same messages
+CASES += [
+    pytest.param("/train_step", *row.values[1:], id=f"train_step:{row.id.split(':', 1)[1]}")
+    for row in CASES
+    if row.values[0] == "/train"
+]
 
 # Endpoints without parameters, what they answer when nothing is running, and whether that answer is an error.
 NO_PARAMETERS = {

@@ -7,7 +7,8 @@ Schedules tab's "Train with this schedule" fills them in); press Start. While it
 and smoothed), the loss by timestep bucket, the learning rate, the device, images/s and time to go, and a preview
 sampled every few seconds from one fixed noise seed. When it ends (or Stop is pressed) the checkpoint can be
 downloaded as a zip, the model appears in the Sample tab for this user only, and the run (its curves, samples
-from one fixed noise and quality numbers; explorer.runs) in the Experiments tab.
+from one fixed noise and quality numbers; explorer.runs) in the Experiments tab. **Step** instead trains a model of
+the user's own one optimizer step per press and shows that step (explorer.single_step).
 
 `TrainTab` holds the callbacks (plain generator methods of their inputs, validated with gr.Error, the same from the
 page, from gradio_client and from tests); the run itself is explorer.training_run.train_live.
@@ -30,9 +31,19 @@ from explorer.jobs import Job, run_job
 from explorer.models import load_entry
 from explorer.runs import record_run
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
+from explorer.single_step import SingleStep
+from explorer.step_pictures import SHOWN, TABLE_HEADERS
 from explorer.train_advanced import advanced_group, advanced_settings
 from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
-from explorer.widgets import bounded_number, explanation, file_box, pixel_picture, session_key, whole_number
+from explorer.widgets import (
+    LATEX_DELIMITERS,
+    bounded_number,
+    explanation,
+    file_box,
+    pixel_picture,
+    session_key,
+    whole_number,
+)
 
 DATASETS: dict[str, str] = {  # menu label -> core.data name
     "Digits: bundled MNIST (4,000 images, no download)": "mnist5k",  # each fits the menu at 1280 px
@@ -58,6 +69,12 @@ MAX_SEED = 2**31 - 1
 IMAGE_DEFAULTS = {"objective": "x0", "batch_size": 64, "lr": 2e-3}
 POINT_DEFAULTS = {"objective": "eps", "batch_size": 256, "lr": 3e-3}
 DEFAULT_CONFIG = TrainConfig()
+STEP_CONCURRENCY = 8  # Step presses handled at once (each computes in turn on the compute worker)
+STEP_HELP = "**Step** takes one optimizer step of a model of its own and shows it below; press again to continue."
+STEP_CAPTION = (
+    "One column per sample at its timestep t (2D sets: one panel per row): the clean $x_0$, the noise $\\epsilon$ "
+    "drawn, the noisy $x_t$ the network sees, its prediction and the $x_0$ it implies; under each, its loss."
+)
 
 INTRO = r"""
 ### Train a diffusion model, live
@@ -164,6 +181,7 @@ class TrainTab:
 
     def __init__(self, registry: SessionRegistry):
         self.registry = registry
+        self.single_step = SingleStep(registry)
 
     def start(self, request: gr.Request | None = None, **controls: object) -> Iterator[tuple]:
         """Callback of Start, given the Train tab's controls by name (see `training_config`): yields (status,
@@ -211,6 +229,13 @@ class TrainTab:
         name = f"my model: {trainer.config.dataset}, {trainer.config.preset}, {trainer.step:,} steps"
         name = self.registry.add_model(session, name, load_entry(name, folder))
         return str(archive), f"  \nSaved. Download the checkpoint below; **{name}** is now in the Sample tab's menu."
+
+    def step(self, request: gr.Request | None = None, **controls: object) -> tuple:
+        """Callback of Step, given the same controls as Start: one optimizer step of this user's stepped model
+        (explorer.single_step); returns (what the step did, its picture, its first samples' numbers, loss plot)."""
+        config = training_config(**controls)
+        session = self.registry.session(session_key(request))
+        return self.single_step.step(session, config).outputs()
 
     def stop(self, request: gr.Request | None = None) -> str:
         """Callback of Stop: the run ends after its current step, and keeps what it learned."""
@@ -292,6 +317,8 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="train-start")
                 stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                step = gr.Button("Step", elem_id="train-step")
+            explanation(STEP_HELP)
         with gr.Column(scale=2):
             status = gr.Markdown("Press **Start training**.", elem_id="train-status")
             with gr.Row():
@@ -307,6 +334,19 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                 interactive=False,
                 visible=False,
                 elem_id="train-download",
+            )
+            step_text = gr.Markdown(
+                "Press **Step** to train one update at a time and see all it used.",
+                latex_delimiters=LATEX_DELIMITERS,
+                elem_id="train-step-text",
+            )
+            step_picture = pixel_picture("One training step", STEP_CAPTION, 560, elem_id="train-step-picture")
+            step_table = gr.Dataframe(
+                headers=list(TABLE_HEADERS),
+                label=f"The step's first {SHOWN} samples: timestep t, alpha-bar_t (the share of signal left in x_t), "
+                "the loss before and after the step",
+                interactive=False,
+                elem_id="train-step-table",
             )
 
     dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
@@ -339,4 +379,11 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
         show_progress="hidden",
     )
     stop.click(tab.stop, None, status, api_name="stop_training", concurrency_limit=None)
+    step.click(
+        tab.step,
+        inputs_kwargs=controls,
+        outputs=[step_text, step_picture, step_table, loss_plot],
+        api_name="train_step",
+        concurrency_limit=STEP_CONCURRENCY,
+    )
     return tab
