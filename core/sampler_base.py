@@ -51,6 +51,8 @@ class Step(NamedTuple):
     pred_eps: Tensor  # the network's guess of the noise at t
     t_prev: int | float  # the noise level of x_t (-1 = clean)
     sampler_step: int  # the sampler step this call belongs to, 0 .. steps - 1 (Heun makes two calls per step)
+    guidance_x0: Tensor | None = None  # guided runs: pred_x0 with the class minus pred_x0 without it, before
+    # clipping (what the class adds to the guess); None when no unconditional call was made (no labels, or scale 1)
 
 
 class Sampler:
@@ -112,6 +114,16 @@ class Sampler:
         if self.objective == "v" and not self.clip_x0:
             return pred_x0, sqrt_1ma * x_t + sqrt_a * model_output
         return pred_x0, (x_t - sqrt_a * pred_x0) / sqrt_1ma
+
+    def x0_change(self, alpha_bar: float, output_change: Tensor) -> Tensor:
+        """How far pred_x0 moves, before clipping, when the network's output moves by `output_change` at a level
+        with this alpha-bar: predict_at's x_0 is linear in the output (eps: -sqrt((1 - a) / a), v: -sqrt(1 - a),
+        x0: 1). For out_cond - out_uncond it is the guidance direction in picture terms."""
+        if self.objective == "x0":
+            return output_change
+        if self.objective == "v":
+            return -math.sqrt(1.0 - alpha_bar) * output_change
+        return -math.sqrt((1.0 - alpha_bar) / alpha_bar) * output_change
 
     def denoiser(self, network: Network, levels: NoiseLevels) -> Denoiser:
         """D(x_t, level): the network's predictions at one of the run's levels."""

@@ -22,8 +22,9 @@ core.noise_levels ("linspace", "leading", "trailing", "karras").
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -180,10 +181,17 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def guided_output(
-    model: nn.Module, x_t: Tensor, t: int | float, y: Tensor | None = None, guidance_scale: float = 1.0
+    model: nn.Module,
+    x_t: Tensor,
+    t: int | float,
+    y: Tensor | None = None,
+    guidance_scale: float = 1.0,
+    *,
+    record: Callable[[Tensor], object] | None = None,
 ) -> Tensor:
     """The network's output at t; with labels and guidance_scale != 1, classifier-free guidance
-    (Ho & Salimans 2022): out = out_uncond + s (out_cond - out_uncond), both in one batched call."""
+    (Ho & Salimans 2022): out = out_uncond + s (out_cond - out_uncond), both in one batched call (which a merged
+    call, explorer.merged_calls, hands back whole). record: called with out_cond - out_uncond when both are made."""
     batch = x_t.shape[0]
     whole = float(t).is_integer()  # Karras sigmas put the network at fractional timesteps
     t_batch = torch.full((batch,), t, dtype=torch.long if whole else torch.float32, device=x_t.device)
@@ -195,7 +203,10 @@ def guided_output(
     null = torch.full_like(y, model.num_classes)
     out = model(torch.cat([x_in, x_in]), torch.cat([t_batch, t_batch]), torch.cat([y, null])).to(x_t.dtype)
     cond, uncond = out.chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
+    difference = cond - uncond  # what the class adds to the output
+    if record is not None:
+        record(difference)
+    return uncond + guidance_scale * difference
 
 
 @torch.no_grad()
@@ -210,7 +221,8 @@ def denoise(
     generator: torch.Generator | None = None,
 ) -> Iterator[Step]:
     """Run the reverse process from x_T with num_steps sampler steps, yielding a `Step` per network call
-    (`sampler.network_calls(num_steps)` of them).
+    (`sampler.network_calls(num_steps)` of them); a guided call's Step carries the class's push on pred_x0
+    (Step.guidance_x0: pred_x0 with the class minus without it).
 
     y: class labels [B] for a class-conditional model (None: unconditional); guidance_scale: classifier-free
     guidance strength (1 = plain conditional). All randomness comes from `generator`.
@@ -226,10 +238,22 @@ def denoise(
             raise ValueError(f"labels must be in 0..{num_classes - 1}")
     levels = sampler.levels(num_steps)
 
-    def network(x_t: Tensor, t: int | float) -> Tensor:
-        return guided_output(model, x_t, t, y, guidance_scale)
+    differences: list[Tensor] = []  # out_cond - out_uncond of the network call being made
+    directions: dict[int, Tensor] = {}  # network call -> its guidance direction in x_0 terms, until yielded
 
-    yield from sampler.run(sampler.denoiser(network, levels), x_T, levels, generator)
+    def network(x_t: Tensor, t: int | float) -> Tensor:
+        return guided_output(model, x_t, t, y, guidance_scale, record=differences.append)
+
+    predict, calls = sampler.denoiser(network, levels), itertools.count()
+
+    def denoiser(x_t: Tensor, level: int) -> tuple[Tensor, Tensor]:
+        prediction, call = predict(x_t, level), next(calls)
+        if differences:  # a guided call: its direction goes with the Step of this call (Step.index counts calls)
+            directions[call] = sampler.x0_change(levels.alpha_bars[level], differences.pop())
+        return prediction
+
+    for step in sampler.run(denoiser, x_T, levels, generator):
+        yield step._replace(guidance_x0=directions.pop(step.index, None))
 
 
 def sample(model: nn.Module, sampler: Sampler, x_T: Tensor, num_steps: int, **kwargs) -> Tensor:

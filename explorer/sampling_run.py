@@ -319,7 +319,8 @@ class SamplingTask:
         )
         with torch.no_grad():
             for step in moved.steps():
-                yield step._replace(**{name: getattr(step, name).cpu() for name in ("x_t", "pred_x0", "pred_eps")})
+                back = {name: getattr(step, name).cpu() for name in ("x_t", "pred_x0", "pred_eps")}
+                yield step._replace(**back, guidance_x0=_on_cpu(step.guidance_x0))
 
 
 def _on(tensor: Tensor | None, device: torch.device | str) -> Tensor | None:

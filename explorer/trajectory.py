@@ -1,11 +1,14 @@
 """A sampling run as the Sample tab replays it: for each saved network call, the state x_t, the predicted clean
 sample x0 and the predicted noise, with the timesteps visited, so a slider can scrub through them and a GIF can be
-made; and `step_pictures`, the same three pictures of a call as it happens.
+made; and `step_pictures`, the same three pictures of a call as it happens. A guided run (a class-conditional model,
+guidance scale != 1) also keeps each call's guidance direction, pred_x0 with the class minus pred_x0 without it
+(core.sampler_base.Step.guidance_x0), as a picture: grey 0, white where the class adds ink (`guidance_picture`).
 
 A run makes one network call per sampler step, except Heun: two per step (a predictor, then a corrector), one on the
 last. Karras sigmas put the network at fractional timesteps (`format_t` writes them with one decimal).
 
-Images are kept as uint8 (what the page shows; noise as +-3 sigma), 2D points as float32. Long runs keep an evenly
+Images are kept as uint8 (what the page shows; noise as +-3 sigma, the guidance direction as +-GUIDANCE_RANGE), 2D
+points as float32. Long runs keep an evenly
 spaced subset of their calls (always the first and the last) so that one user's trajectory stays under
 `MAX_TRAJECTORY_BYTES`; `saved` lists which call indices were kept.
 """
@@ -38,6 +41,7 @@ MAX_SAVED_STEPS = 250
 GIF_SIDE = 256  # pixels per picture in a GIF frame (smaller than on the page: noisy frames compress badly)
 MAX_TRAJECTORY_BYTES = 48 * 2**20
 CLEAN = -1  # t_prev of the last step: the clean sample
+GUIDANCE_RANGE = 1.0  # guidance pictures: a change of pred_x0 by -1..+1 (half the pixel range) is black..white
 
 
 def format_t(t: float) -> str:
@@ -63,9 +67,9 @@ def saved_step_indices(num_calls: int, max_saved: int = MAX_SAVED_STEPS) -> list
 
 
 def max_saved_for(x_T: Tensor, is_points: bool) -> int:
-    """The most calls that fit the byte budget for this batch (three arrays per call)."""
+    """The most calls that fit the byte budget for this batch (x_t, x0, noise and a guided run's direction)."""
     per_value = 4 if is_points else 1
-    per_step = 3 * x_T.numel() * per_value
+    per_step = 4 * x_T.numel() * per_value
     return max(2, min(MAX_SAVED_STEPS, MAX_TRAJECTORY_BYTES // per_step))
 
 
@@ -88,6 +92,7 @@ class Trajectory:
     x_t: list[np.ndarray] = field(default_factory=list)
     pred_x0: list[np.ndarray] = field(default_factory=list)
     pred_eps: list[np.ndarray] = field(default_factory=list)
+    guidance_x0: list[np.ndarray | None] = field(default_factory=list)  # None where the call was not guided
     t_saved: list[float] = field(default_factory=list)  # t of each saved call
     t_prev_saved: list[float] = field(default_factory=list)  # noise level of each saved x_t (-1 = clean)
     final: Tensor | None = None  # the finished sample, float32 on the CPU
@@ -116,6 +121,8 @@ class Trajectory:
         self.x_t.append(self._store(step.x_t))
         self.pred_x0.append(self._store(step.pred_x0))
         self.pred_eps.append(self._store(step.pred_eps, NOISE_SIGMAS))
+        direction = step.guidance_x0
+        self.guidance_x0.append(None if direction is None else self._store(direction, GUIDANCE_RANGE))
 
     @property
     def complete(self) -> bool:
@@ -124,7 +131,8 @@ class Trajectory:
     def snapshot(self) -> Trajectory:
         """A copy of the record so far that later steps do not change (a run shared with other users goes on
         after one of them pressed Stop)."""
-        lists = ("timesteps", "sampler_steps", "saved", "x_t", "pred_x0", "pred_eps", "t_saved", "t_prev_saved")
+        lists = ("timesteps", "sampler_steps", "saved", "x_t", "pred_x0", "pred_eps", "guidance_x0", "t_saved")
+        lists += ("t_prev_saved",)
         return dataclasses.replace(self, **{name: list(getattr(self, name)) for name in lists})
 
     def __len__(self) -> int:
@@ -156,6 +164,12 @@ class Trajectory:
                 for a in (self.x_t, self.pred_x0, self.pred_eps)
             )
         return tile(self.x_t[i], side), tile(self.pred_x0[i], side), tile(self.pred_eps[i], side)
+
+    def guidance_picture(self, i: int, side: int = DISPLAY_SIDE) -> np.ndarray | None:
+        """Saved step i's guidance direction as a grid picture (grey 0, white: the class adds ink there, black: it
+        takes ink away), or None when that call was not guided (or the model draws 2D points)."""
+        direction = self.guidance_x0[i] if i < len(self.guidance_x0) else None
+        return None if direction is None or self.is_points else tile(direction, side)
 
     def paths(self) -> np.ndarray:
         """2D models: the saved states as paths, float32 [points, saved steps + 1, 2], starting at x_T."""

@@ -19,14 +19,17 @@ def explanation(text: str) -> gr.Markdown:
     return gr.Markdown(text, latex_delimiters=LATEX_DELIMITERS)
 
 
-def pixel_picture(label: str, caption: str, height: int, elem_id: str | None = None) -> gr.Image:
+def pixel_picture(
+    label: str, caption: str, height: int, elem_id: str | None = None, alt_text: str | None = None
+) -> gr.Image:
     """An output picture of small pixel grids, shown enlarged with sharp pixels (CSS class PIXELATED), with a short
     `label` and, under the picture, a one-line `caption` that says what it shows (Markdown, maths allowed).
 
     The label sits in the picture's top-left corner and the icon buttons in its top-right one, over the same strip:
     a label longer than about 24 characters is cut off by them at the Sample tab's width (three pictures side by
     side at 1280 px), so the explanation goes in the caption. Only the buttons that help here are shown: download
-    and full screen (not "share", which posts to a Hugging Face discussion)."""
+    and full screen (not "share", which posts to a Hugging Face discussion). `alt_text`: what a screen reader says
+    the picture shows."""
     with gr.Column(min_width=160):  # the picture's own width, as an Image alone in a Row would get
         picture = gr.Image(
             elem_classes=[PIXELATED],
@@ -36,6 +39,7 @@ def pixel_picture(label: str, caption: str, height: int, elem_id: str | None = N
             elem_id=elem_id,
             buttons=list(PICTURE_BUTTONS),
             format="png",  # pixel grids: PNG is lossless and 4-10x faster to encode than WebP (explorer.gradio_cache)
+            alt_text=alt_text,
         )
         gr.Markdown(caption, latex_delimiters=LATEX_DELIMITERS, elem_classes=[PICTURE_CAPTION])
     return picture

@@ -34,6 +34,7 @@ from explorer.sampling_run import (
 )
 from explorer.scoring import score, score_markdown
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
+from explorer.tabs.guidance import GuidanceViews
 from explorer.tabs.model_choice import (
     DEFAULT_IMAGES,
     EACH_CLASS_CHOICE,
@@ -53,9 +54,10 @@ SERVER_FRAMES = 15  # live page updates a second for all sampling users together
 INTRO = r"""
 ### Sample: from noise to a picture, one step at a time
 Start from pure noise $x_T$ and let the model remove a little noise at every step. Left: the current $x_t$;
-middle: the model's guess of the finished picture $\hat x_0$; right: the noise it thinks is in $x_t$. After a run,
-drag the slider to replay any step, or save the whole process as a GIF. Every step costs one call of the network
-(Heun's cost two): the fewer calls a sampler needs for good pictures, the faster it is.
+then the model's guess of the finished picture $\hat x_0$; then the noise it thinks is in $x_t$; and, for a
+class-conditional model with guidance, what the class adds to that guess. After a run, drag the slider to replay
+any step, or save the whole process as a GIF. Every step costs one call of the network (Heun's cost two): the fewer
+calls a sampler needs for good pictures, the faster it is.
 """
 
 
@@ -287,6 +289,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
                 x_t = pixel_picture("x_t", "The noisy state at this step.", 340, elem_id="sample-xt")
                 x0 = pixel_picture("predicted x0", "The model's guess of the finished picture.", 340)
                 eps = pixel_picture("predicted noise", "The noise it sees in $x_t$ (grey 0, white +3σ).", 340)
+                guidance_views = GuidanceViews(tab)
+                guidance_views.build_direction()
             scrub = gr.Slider(
                 0,
                 1,
@@ -329,7 +333,7 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
     described = [about, sampler_controls.sampler, sampler_controls.steps, sampler_controls.eta, class_menu, guidance]
     described += [count, paths, sampler_controls.spacing]
     model.change(tab.describe_model, model, described, api_name="describe_model")
-    run.click(
+    sampled = run.click(
         tab.sample,
         inputs_kwargs={**tab.controls, **tab.later_controls},
         outputs=[progress, x_t, x0, eps, scrub, step_caption, visited, paths],
@@ -357,4 +361,6 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         concurrency_id=HEAVY_GROUP,
         concurrency_limit=HEAVY_CONCURRENCY,
     )
+    guidance_views.wire_direction(model, run, sampled, scrub)
+    guidance_views.build_sweep()  # its section, under the main run
     return tab
