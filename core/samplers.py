@@ -37,6 +37,7 @@ from core.dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE
 from core.noise_levels import SPACINGS
 from core.sampler_base import Sampler, Step
 from core.schedules import NoiseSchedule
+from core.sdedit import levels_from
 from core.sigma_samplers import EulerAncestralSampler, EulerSampler, HeunSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -219,13 +220,16 @@ def denoise(
     y: Tensor | None = None,
     guidance_scale: float = 1.0,
     generator: torch.Generator | None = None,
+    start_t: int | None = None,
 ) -> Iterator[Step]:
     """Run the reverse process from x_T with num_steps sampler steps, yielding a `Step` per network call
     (`sampler.network_calls(num_steps)` of them); a guided call's Step carries the class's push on pred_x0
     (Step.guidance_x0: pred_x0 with the class minus without it).
 
     y: class labels [B] for a class-conditional model (None: unconditional); guidance_scale: classifier-free
-    guidance strength (1 = plain conditional). All randomness comes from `generator`.
+    guidance strength (1 = plain conditional). All randomness comes from `generator`. start_t: x_T is x_t at this
+    timestep, a picture noised part-way (SDEdit): the run starts there and visits only the levels below it
+    (core.sdedit.levels_from), so it makes fewer network calls.
     """
     if not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
@@ -236,7 +240,7 @@ def denoise(
         y = torch.as_tensor(y, device=x_T.device).long().expand(x_T.shape[0]).contiguous()
         if bool(((y < 0) | (y >= num_classes)).any()):
             raise ValueError(f"labels must be in 0..{num_classes - 1}")
-    levels = sampler.levels(num_steps)
+    levels = sampler.levels(num_steps) if start_t is None else levels_from(sampler, num_steps, start_t)
 
     differences: list[Tensor] = []  # out_cond - out_uncond of the network call being made
     directions: dict[int, Tensor] = {}  # network call -> its guidance direction in x_0 terms, until yielded

@@ -1,9 +1,9 @@
 """`build_app()`: assembles the explorer's tabs into one Gradio Blocks app; `LAUNCH_OPTIONS` are its server limits.
 
 Tabs, in lesson order: Schedules, Forward process, Time embedding, U-Net, Train, Sample, Experiments. Each lives in
-explorer/tabs/ with its layout and callbacks; this file only arranges them, gives Train, Sample and Experiments the
-app's one `SessionRegistry` (every user's runs, models and files; explorer/sessions.py), frees a user's session when
-they leave, and sets the queue.
+explorer/tabs/ with its layout and callbacks; this file only arranges them, gives Train, Sample, Experiments and the
+Forward process tab's SDEdit section the app's one `SessionRegistry` (every user's runs, models and files;
+explorer/sessions.py), frees a user's session when they leave, and sets the queue.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from core.device import describe_device, pick_device
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.sessions import SessionRegistry
-from explorer.tabs import compare, embedding, experiments, forward, quality, sample, schedules, train, unet
+from explorer.tabs import compare, embedding, experiments, forward, quality, sample, schedules, sdedit, train, unet
 from explorer.widgets import session_key
 from explorer.zero_gpu import configure, zero_gpu_active
 
@@ -91,8 +91,8 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Schedules", id=TAB_IDS["Schedules"]):
                 schedules_page = schedules.build_tab()
-            with gr.Tab("Forward process", id=TAB_IDS["Forward process"]):
-                forward.build_tab()
+            with gr.Tab("Forward process", id=TAB_IDS["Forward process"]) as forward_page:
+                sdedit_section = sdedit.build_section(registry, forward.build_tab())
             with gr.Tab("Time embedding", id=TAB_IDS["Time embedding"]):
                 embedding.build_tab()
             with gr.Tab("U-Net", id=TAB_IDS["U-Net"]):
@@ -119,6 +119,8 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
         runs = (experiments_tab.run_choices, experiments_tab.chooser, experiments_tab.chooser)
         train_tab.start_event.then(*runs, api_name=False)
         experiments_page.select(*runs, api_name="list_runs")
+        # the SDEdit section's menu of picture models, with the user's own, when the Forward process tab opens
+        forward_page.select(sdedit_section.model_menu, sdedit_section.model, sdedit_section.model, api_name=False)
         sample_page.select(sample_tab.model_menu, sample_tab.model, sample_tab.model, api_name=False).then(
             sample_tab.count_range, sample_tab.model, sample_tab.count, api_name=False
         )

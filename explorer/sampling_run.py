@@ -30,6 +30,7 @@ from core.noise_levels import SPACINGS
 from core.sampler_base import Step, draw_noise
 from core.samplers import SAMPLERS, denoise, make_sampler
 from core.schedules import NoiseSchedule
+from core.sdedit import levels_from
 from explorer.gpu_memory import sampling_need
 from explorer.merged_calls import MergedCalls
 from explorer.models import ModelEntry
@@ -214,16 +215,18 @@ def run_sampling(
     compute: Callable[[Callable[[], Any]], Any] | None = None,
     merged: MergedCalls | None = None,
     stop: Callable[[], bool] | None = None,
+    start_t: int | None = None,
 ) -> Iterator[tuple[Step, Trajectory]]:
     """Sample from x_T, yielding (step, trajectory so far) after every network call; the trajectory records
-    every call (see explorer.trajectory). Ends early, between calls, when stop() returns True.
+    every call (see explorer.trajectory). Ends early, between calls, when stop() returns True. start_t: x_T is a
+    picture noised to this timestep (SDEdit, core.sdedit): the run denoises it over the levels below start_t.
 
     Where it computes: with `merged`, the sampler steps in the caller's thread and every network call merges
     with other runs' calls of the same model on the compute worker (explorer.merged_calls); otherwise each whole
     step runs through `compute` (default: the caller's thread). The trajectory's seconds are the run's wall time
     either way (with `merged`, the wait for the merged call included)."""
     with merged.joined(entry.model) if merged is not None else nullcontext(entry.model) as network:
-        yield from _steps(entry, settings, x_T, network, seed, labels, guidance, compute, stop)
+        yield from _steps(entry, settings, x_T, network, seed, labels, guidance, compute, stop, start_t)
 
 
 def _steps(
@@ -236,21 +239,38 @@ def _steps(
     guidance: float,
     compute: Callable[[Callable[[], Any]], Any] | None,
     stop: Callable[[], bool] | None,
+    start_t: int | None = None,
 ) -> Iterator[tuple[Step, Trajectory]]:
     schedule = entry.checkpoint.schedule
+    steps, title = settings.steps, settings.title
+    if start_t is not None:  # SDEdit: only the levels below start_t (core.sdedit.levels_from)
+        sampler = make_sampler(
+            settings.sampler, schedule, objective=entry.checkpoint.objective, spacing=settings.spacing
+        )
+        steps = len(levels_from(sampler, settings.steps, start_t))
+        title = f"{title}, started at t = {start_t}: {steps} steps"
     trajectory = Trajectory(
-        settings.title,
+        title,
         x_T.detach().float().cpu(),
-        settings.calls,
+        SAMPLERS[settings.sampler].network_calls(steps),
         entry.is_points,
         entry.reference_points,
         schedule,
         dataset=entry.dataset_name,
-        num_steps=settings.steps,
+        num_steps=steps,
         sampler=settings.label,
     )
     task = SamplingTask(
-        network, schedule, entry.checkpoint.objective, settings, x_T, seed, labels, guidance, entry.checkpoint.clip_x0
+        network,
+        schedule,
+        entry.checkpoint.objective,
+        settings,
+        x_T,
+        seed,
+        labels,
+        guidance,
+        entry.checkpoint.clip_x0,
+        start_t,
     )
     if zero_gpu_active():  # the whole run is one ZeroGPU call on the model itself; steps come back as they are made
         task = dataclasses.replace(task, network=entry.model, x_T=x_T.cpu(), labels=_on_cpu(labels))
@@ -290,6 +310,7 @@ class SamplingTask:
     labels: Tensor | None
     guidance: float
     clip_x0: bool = True  # our models: pixels and the 2D toy sets live in [-1, 1]; a diffusers model: clip_sample
+    start_t: int | None = None  # SDEdit: x_T is a picture noised to this timestep (core.sdedit)
 
     def steps(self) -> Iterator[Step]:
         """core.samplers.denoise with these settings on the network and x_T where they are."""
@@ -310,6 +331,7 @@ class SamplingTask:
             y=self.labels,
             guidance_scale=self.guidance,
             generator=generator,
+            start_t=self.start_t,
         )
 
     def __call__(self) -> Iterator[Step]:

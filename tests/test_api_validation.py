@@ -26,6 +26,7 @@ SAMPLE = {"steps": 1, "count": 1}
 POINTS = {"model": "2D moons (pretrained)", "steps": 1}
 COMPARE = {"steps": 1, "count": 1, "steps_b": 1}
 FORWARD = {"upload": None}
+SDEDIT = {"upload": None, "sketch": None}
 MAX_SEED = 2**31 - 1
 MY_PICTURES = "My pictures (upload a .zip below)"
 
@@ -93,6 +94,21 @@ CASES = [
     case("/forward_strip", not_a_choice("nope"), FORWARD, choice="nope"),
     case("/forward_strip", not_a_choice("nope"), FORWARD, schedule_choice="nope"),
     case("/forward_strip", says("Upload a picture first"), FORWARD, choice="my upload"),
+    # Forward process: SDEdit
+    case("/sdedit", says("unknown model 'nope'"), SDEDIT, model="nope"),
+    case("/sdedit", says("draws 2D points, not pictures"), SDEDIT, model="2D moons (pretrained)"),
+    case("/sdedit", not_a_choice("nope"), SDEDIT, sampler="nope"),
+    case("/sdedit", not_a_choice("nope"), SDEDIT, source="nope"),
+    case("/sdedit", says("Draw a digit on the sketchpad first"), SDEDIT, source="my drawing", sketch=None),
+    case("/sdedit", not_a_choice("nope"), SDEDIT, picture="nope"),
+    case("/sdedit", says("Upload a picture first"), SDEDIT, picture="my upload"),
+    case("/sdedit", not_a_choice("nope"), SDEDIT, schedule="nope"),
+    case("/sdedit", below(-1, 0), SDEDIT, t=-1),
+    case("/sdedit", above(1000, 999), SDEDIT, t=1000),
+    case("/sdedit", says("t must be a whole number from 0 to 999, got 2.5"), SDEDIT, t=2.5),
+    case("/sdedit", below(-1, 0), SDEDIT, seed=-1),
+    case("/sdedit", above(2**31, MAX_SEED), SDEDIT, seed=2**31),
+    case("/sdedit", r"seed must be a whole number", SDEDIT, seed=2.5),
     # Time embedding
     case("/embedding_figures", below(0, 4), dim=0),
     case("/embedding_figures", below(-2, 4), dim=-2),

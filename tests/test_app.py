@@ -29,8 +29,9 @@ def test_app_module_exposes_blocks_without_launching():
 
 
 def test_every_enlarged_picture_has_a_short_label_and_a_caption():
-    """The seven enlarged pictures (Train's preview; Sample's x_t, predicted x0 and noise; Compare's A and B; the
-    Experiments tab's grids side by side): a label
+    """The thirteen enlarged pictures (Train's preview and its one training step; Sample's x_t, predicted x0, noise
+    and what the class adds, and its guidance sweep; Compare's A and B; the Experiments tab's grids side by side; the
+    Forward tab's SDEdit x_0, x_t and result): a label
     short enough to stay clear of the icon buttons in the same top strip, only the download and full-screen
     buttons, and a one-line caption under the picture that explains it."""
     import gradio as gr
@@ -39,7 +40,7 @@ def test_every_enlarged_picture_has_a_short_label_and_a_caption():
     from explorer.widgets import PICTURE_BUTTONS, PICTURE_CAPTION
 
     pictures = [b for b in app.demo.blocks.values() if isinstance(b, gr.Image) and PIXELATED in b.elem_classes]
-    assert len(pictures) == 7
+    assert len(pictures) == 13
     for picture in pictures:
         assert len(picture.label) <= 24 and picture.buttons == list(PICTURE_BUTTONS)
         below = picture.parent.children[picture.parent.children.index(picture) + 1]

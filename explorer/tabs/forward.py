@@ -134,8 +134,9 @@ def use_upload(upload: str | None) -> str | gr.Radio:
     return MY_UPLOAD if upload else gr.Radio()
 
 
-def build_tab() -> None:
-    """Layout and wiring of the Forward process tab."""
+def build_tab() -> dict[str, gr.components.Component]:
+    """Layout and wiring of the Forward process tab. Returns the controls that choose the picture and its noise
+    (picture, upload, schedule, t, seed), which the SDEdit section under it reads (explorer.tabs.sdedit)."""
     explanation(INTRO)
     names = [*example_images(), MY_UPLOAD]
     first = forward_step(names[0], None, "linear", 250, 0, "cosine", False)
@@ -229,3 +230,4 @@ def build_tab() -> None:
         show_progress="hidden",
         trigger_mode="always_last",
     )
+    return {"picture": choice, "upload": upload, "schedule": schedule, "t": t, "seed": seed}
