@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 SWEEP_FRAME_INTERVAL = 0.2  # seconds between the sweep's progress updates (each finished row is always shown)
 DIRECTION_LABEL = "what the class adds"
-DIRECTION_CAPTION = r"$\hat x_0$ with the class minus without it: grey 0, white = the class adds ink, black = removes."
+DIRECTION_CAPTION = r"$\hat x_0$ with minus without the class: white = adds ink"
 DIRECTION_ALT = (
     "The guidance direction at the step on show: the model's guess of the finished picture with the class minus "
     "without it; mid-grey where the class changes nothing, bright where it adds ink."
@@ -63,7 +63,7 @@ model's guess is pushed past it, away from "any digit": clearer, bolder, more al
 """
 SWEEP_READY = "Ready: five short runs of the sampler above, one per scale."
 SWEEP_LABEL = "guidance sweep"
-SWEEP_CAPTION = "A row per guidance scale, labelled on its left; a column per sample, from the same $x_T$."
+SWEEP_CAPTION = "A row per guidance scale; a column per sample, one $x_T$"
 SWEEP_ALT = (
     "A grid of generated samples: one row per guidance scale (0, 1, 2, 4, 8, labelled on the left), the same "
     "starting noise in every column."

@@ -71,9 +71,11 @@ POINT_DEFAULTS = {"objective": "eps", "batch_size": 256, "lr": 3e-3}
 DEFAULT_CONFIG = TrainConfig()
 STEP_CONCURRENCY = 8  # Step presses handled at once (each computes in turn on the compute worker)
 STEP_HELP = "**Step** takes one optimizer step of a model of its own and shows it below; press again to continue."
-STEP_CAPTION = (
-    "One column per sample at its timestep t (2D sets: one panel per row): the clean $x_0$, the noise $\\epsilon$ "
-    "drawn, the noisy $x_t$ the network sees, its prediction and the $x_0$ it implies; under each, its loss."
+STEP_CAPTION = "Rows: $x_0$, noise, $x_t$, prediction, its $x_0$; loss below"
+STEP_INTRO = (
+    "Press **Step** to train one update at a time and see all it used. The picture has one column per sample at "
+    "its timestep t (2D sets: one panel per row): the clean $x_0$, the noise $\\epsilon$ drawn, the noisy $x_t$ the "
+    "network sees, its prediction and the $x_0$ it implies; under each, its loss."
 )
 
 INTRO = r"""
@@ -336,7 +338,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                 elem_id="train-download",
             )
             step_text = gr.Markdown(
-                "Press **Step** to train one update at a time and see all it used.",
+                STEP_INTRO,
                 latex_delimiters=LATEX_DELIMITERS,
                 elem_id="train-step-text",
             )
