@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -118,6 +119,9 @@ def sampling_need(model: nn.Module, sample_shape: tuple[int, ...], count: int, g
     return parameters * FLOAT_BYTES + count * (2 if guidance else 1) * elements * FLOAT_BYTES
 
 
+Need = int | None | Callable[[], int | None]  # bytes, unknown, or how to estimate them (asked only on CUDA)
+
+
 class MemoryBudget:
     """The GPU memory share of a run on `device` (see the module docstring); off CUDA every run fits."""
 
@@ -134,10 +138,14 @@ class MemoryBudget:
         usable = total * (1 - self.reserve)
         return int(min(free + unused_cache - total * self.reserve, usable / max(active_runs, 1)))
 
-    def check(self, need: int | None, active_runs: int, kind: str) -> None:
-        """Raise OverMemoryBudget (with advice) when a run of `kind` needing `need` bytes is over its share."""
+    def check(self, need: Need, active_runs: int, kind: str) -> None:
+        """Raise OverMemoryBudget (with advice) when a run of `kind` needing `need` bytes is over its share. A
+        callable `need` is estimated only where there is a share to fit (on CUDA), never on the CPU's hot path."""
         share = self.share(active_runs)
-        if need is None or share is None or need <= share:
+        if share is None:
+            return
+        need = need() if callable(need) else need
+        if need is None or need <= share:
             return
         runs = f"{active_runs} runs share the GPU now" if active_runs > 1 else "what the GPU has free now"
         what = "fewer pictures or points" if kind == "sampling" else "a smaller batch or the 'tiny' model"

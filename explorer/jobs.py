@@ -29,7 +29,13 @@ from typing import Any, TypeVar
 import gradio as gr
 import torch
 
-from explorer.gpu_memory import OverMemoryBudget, is_out_of_memory, out_of_memory_advice, release_cached_memory
+from explorer.gpu_memory import (
+    Need,
+    OverMemoryBudget,
+    is_out_of_memory,
+    out_of_memory_advice,
+    release_cached_memory,
+)
 from explorer.sessions import JobRefused, JobTicket, SessionRegistry, UserSession, busy_message
 
 Out = TypeVar("Out")
@@ -53,8 +59,9 @@ class Job:
         """True once the user pressed Stop or left the page (their session was closed)."""
         return self.ticket.stop_requested or self.ticket.session.closed
 
-    def check_memory(self, need: int | None) -> None:
-        """Raise OverMemoryBudget (advice) when `need` bytes are over this run's share of the GPU."""
+    def check_memory(self, need: Need) -> None:
+        """Raise OverMemoryBudget (advice) when `need` bytes (or its estimate, if callable) are over this run's share
+        of the GPU."""
         self.registry.check_memory(need, self.ticket.kind)
 
 
@@ -66,11 +73,11 @@ def run_job(
     *,
     waiting: Callable[[str], Out],
     expected_errors: tuple[type[Exception], ...] = (),
-    memory: int | None = None,
+    memory: Need = None,
 ) -> Iterator[Out]:
     """Run `work` as a heavy job of `kind` ("training" or "sampling") for this session (see the module docstring).
     Yields what `work` yields, preceded by `waiting(message)` while the job waits for a place. `memory`: the
-    run's estimated GPU bytes, if known before it starts."""
+    run's estimated GPU bytes (or how to estimate them), if known before it starts."""
     try:
         with registry.job(session, kind) as ticket:
             for position in registry.waiting(ticket):

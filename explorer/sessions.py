@@ -41,7 +41,7 @@ from typing import Any
 
 from core.device import pick_device
 from explorer.compute_worker import PRIORITY, ComputeWorker
-from explorer.gpu_memory import MemoryBudget
+from explorer.gpu_memory import MemoryBudget, Need
 from explorer.merged_calls import MergedCalls
 from explorer.runs import RunList
 from explorer.shared_runs import SharedRuns
@@ -282,7 +282,7 @@ class SessionRegistry:
                 self._active.append(ticket)
         self._changed.notify_all()
 
-    def check_memory(self, need: int | None, kind: str) -> None:
+    def check_memory(self, need: Need, kind: str) -> None:
         """Refuse (OverMemoryBudget, with advice) a run of `kind` that needs more than its share of the GPU, the
         active runs of every kind sharing it."""
         with self._lock:

@@ -32,7 +32,7 @@ from core.sampler_base import draw_noise
 from core.samplers import DEFAULT_SPACING, make_sampler, sample
 from core.toy_data import PointDataset
 from core.training import ProgressRecord, TrainConfig, Trainer, TrainingDiverged, load_training_data
-from explorer.gpu_memory import is_out_of_memory, training_need
+from explorer.gpu_memory import Need, is_out_of_memory, training_need
 from explorer.images import grid_picture, points_picture
 from explorer.zero_gpu import StopFile, gpu_stream, task_device, training_seconds, zero_gpu_active
 
@@ -159,7 +159,7 @@ def train_live(
     preview_interval: float = PREVIEW_INTERVAL,
     render_interval: float = RENDER_INTERVAL,
     start_compute: Callable[[Callable[[], Any]], Any] | None = None,
-    check_memory: Callable[[int], None] | None = None,
+    check_memory: Callable[[Need], None] | None = None,
 ) -> Iterator[LiveUpdate]:
     """Train with `config`, yielding LiveUpdates (see the module docstring). Raises OutOfMemory with advice.
     `compute` runs each step (default: here); `start_compute` the start (the model and its first step; default:
@@ -172,7 +172,7 @@ def train_live(
     config.validate()
     data = dataset if dataset is not None else load_training_data(config)  # a download must not hold the cores
     if check_memory is not None:
-        check_memory(training_need(config, data, pick_device(config.device)))
+        check_memory(lambda: training_need(config, data, pick_device(config.device)))
     if zero_gpu_active():
         yield from _train_on_zero_gpu(config, data, stop)
     else:

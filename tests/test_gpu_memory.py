@@ -51,6 +51,15 @@ def test_off_cuda_every_run_fits():
     budget = MemoryBudget(CPU)
     assert budget.share(3) is None
     budget.check(10**15, 3, "training")  # nothing is checked on the CPU
+    budget.check(lambda: pytest.fail("estimated on the CPU"), 3, "sampling")  # nor estimated
+
+
+def test_an_estimate_given_as_a_callable_is_asked_on_cuda(gpu_with):
+    gpu_with(free=8 * GB)
+    budget = MemoryBudget(CUDA, reserve=0.1)
+    budget.check(lambda: 3 * GB, 4, "training")
+    with pytest.raises(OverMemoryBudget, match=r"needs about 5\.00 GB"):
+        budget.check(lambda: 5 * GB, 4, "training")
 
 
 def test_a_run_s_share_is_what_is_free_and_at_most_its_part_of_the_gpu(gpu_with):

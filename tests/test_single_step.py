@@ -16,34 +16,20 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from test_app_live import POINTS_JS
+from test_train_sample_tabs import train_args
 
 from core.observed_step import observed_step, step_lr
 from core.training import TrainConfig, Trainer
 from explorer.sessions import SessionRegistry
 from explorer.step_pictures import SHOWN, step_alt_text, step_picture, step_table
-from explorer.tabs.train import DEFAULT_DATASET, PRESETS, TrainTab, training_config
+from explorer.tabs.train import TrainTab, training_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-TINY = next(iter(PRESETS))
 
 
 def controls(**changes):
-    """The Train tab's controls by name, as the page sends them."""
-    values = {
-        "dataset_label": DEFAULT_DATASET,
-        "upload": None,
-        "preset_label": TINY,
-        "schedule": "cosine",
-        "objective": "x0",
-        "length_unit": "steps",
-        "length": 100,
-        "batch_size": 8,
-        "lr": 2e-3,
-        "ema_decay": 0.99,
-        "seed": 0,
-        "class_conditional": False,
-    }
-    return {**values, **changes}
+    """The Train tab's controls by name, as the page sends them (test_train_sample_tabs' with 100 steps of 8)."""
+    return {**train_args(steps=100, batch_size=8), **changes}
 
 
 def fp32_trainer(**changes) -> Trainer:

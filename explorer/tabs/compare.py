@@ -93,7 +93,7 @@ class CompareSection:
             "sampling",
             work,
             waiting=lambda text: (progress_html(0, total, text), gr.update(), gr.update(), gr.update()),
-            memory=memory_need(entry, checked),  # the two sides run one after the other
+            memory=lambda: memory_need(entry, checked),  # the two sides run one after the other
         )
 
 

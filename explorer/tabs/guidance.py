@@ -169,7 +169,7 @@ class GuidanceViews:
             "sampling",
             work,
             waiting=lambda text: (progress_html(0, total, text), gr.update(), gr.update()),
-            memory=memory_need(entry, row_request(shared, 2.0)),  # a guided row: two network rows per sample
+            memory=lambda: memory_need(entry, row_request(shared, 2.0)),  # a guided row: two network rows per sample
         )
 
     # ---- layout and wiring -------------------------------------------------------------------------------------

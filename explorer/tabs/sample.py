@@ -161,7 +161,7 @@ class SampleTab(ModelChoice):
             "sampling",
             work,
             waiting=lambda text: (progress_html(0, total, text), *keep),
-            memory=memory_need(entry, checked),  # checked against the run's share of a GPU
+            memory=lambda: memory_need(entry, checked),  # checked against the run's share of a GPU
         )
 
     def frame_interval(self) -> float:
