@@ -31,6 +31,7 @@ from core.sampler_base import Step, draw_noise
 from core.samplers import SAMPLERS, denoise, make_sampler
 from core.schedules import NoiseSchedule
 from core.sdedit import levels_from
+from explorer.denoiser_field import run_field
 from explorer.gpu_memory import sampling_need
 from explorer.merged_calls import MergedCalls
 from explorer.models import ModelEntry
@@ -260,6 +261,9 @@ def _steps(
         num_steps=steps,
         sampler=settings.label,
     )
+    if entry.is_points:  # the replay slider draws the network's arrows at each step's t (explorer.denoiser_field)
+        objective, clip_x0 = entry.checkpoint.objective, entry.checkpoint.clip_x0
+        trajectory.denoiser_field = run_field(entry.model, schedule, objective, clip_x0, labels, guidance)
     task = SamplingTask(
         network,
         schedule,

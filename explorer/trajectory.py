@@ -7,6 +7,9 @@ guidance scale != 1) also keeps each call's guidance direction, pred_x0 with the
 A run makes one network call per sampler step, except Heun: two per step (a predictor, then a corrector), one on the
 last. Karras sigmas put the network at fractional timesteps (`format_t` writes them with one decimal).
 
+A 2D model's run also keeps its `denoiser_field` (explorer.denoiser_field), which draws the network's arrows at
+any saved call's t, with `points_seen`, the points the network was given at that call.
+
 Images are kept as uint8 (what the page shows; noise as +-3 sigma, the guidance direction as +-GUIDANCE_RANGE), 2D
 points as float32. Long runs keep an evenly
 spaced subset of their calls (always the first and the last) so that one user's trajectory stays under
@@ -18,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,6 +101,7 @@ class Trajectory:
     t_prev_saved: list[float] = field(default_factory=list)  # noise level of each saved x_t (-1 = clean)
     final: Tensor | None = None  # the finished sample, float32 on the CPU
     seconds: float = 0.0  # wall time of the network and sampler steps
+    denoiser_field: Any = None  # 2D models: explorer.denoiser_field.DenoiserField, the network's arrows at any t
 
     def __post_init__(self) -> None:
         self.num_steps = self.num_steps or self.num_calls
@@ -176,6 +181,14 @@ class Trajectory:
         if not self.is_points:
             raise ValueError("paths exist for 2D models only")
         return np.stack([self.x_T.numpy(), *self.x_t], axis=1)
+
+    def points_seen(self, i: int) -> np.ndarray | None:
+        """2D models: the points the network was given at saved call i (x_T for the first call, else the state after
+        the call before it), or None when that call was not saved (long runs keep a subset)."""
+        call = self.saved[i]
+        if call == 0:
+            return self.x_T.numpy()
+        return self.x_t[i - 1] if i > 0 and self.saved[i - 1] == call - 1 else None
 
     def write_gif(self, path: str | Path, frame_ms: int = 80) -> Path:
         """An animated GIF with one frame per saved call: x_t and predicted x0 side by side, captioned."""

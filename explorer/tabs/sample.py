@@ -34,6 +34,7 @@ from explorer.sampling_run import (
 )
 from explorer.scoring import score, score_markdown
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
+from explorer.tabs.denoiser_field import FieldView
 from explorer.tabs.guidance import GuidanceViews
 from explorer.tabs.model_choice import (
     DEFAULT_IMAGES,
@@ -306,6 +307,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
             paths = gr.Plot(
                 label="2D models: each sample's path from noise to the data", visible=False, elem_id="sample-paths"
             )
+            field_view = FieldView(tab)
+            field_view.build()
             with gr.Row():
                 gif_button = gr.Button("Make a GIF of this run", elem_id="sample-gif")
                 gif = gr.File(label="GIF: x_t and predicted x0 at every saved step", interactive=False, visible=False)
@@ -362,5 +365,6 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
         concurrency_limit=HEAVY_CONCURRENCY,
     )
     guidance_views.wire_direction(model, run, sampled, scrub)
+    field_view.wire(model, sampled, scrub)
     guidance_views.build_sweep()  # its section, under the main run
     return tab
