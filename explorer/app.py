@@ -1,9 +1,10 @@
 """`build_app()`: assembles the explorer's tabs into one Gradio Blocks app; `LAUNCH_OPTIONS` are its server limits.
 
-Tabs, in lesson order: Schedules, Forward process, Time embedding, U-Net, Train, Sample, Experiments. Each lives in
-explorer/tabs/ with its layout and callbacks; this file only arranges them, gives Train, Sample, Experiments and the
-Forward process tab's SDEdit section the app's one `SessionRegistry` (every user's runs, models and files;
-explorer/sessions.py), frees a user's session when they leave, and sets the queue.
+Tabs, in lesson order: Lesson (a guided lesson whose chapters open the others), Schedules, Forward process, Time
+embedding, U-Net, Train, Sample, Experiments. Each lives in explorer/tabs/ with its layout and callbacks; this file
+only arranges them, puts "Copy link to this view" above them (explorer/view_links.py: the view lives in the URL),
+gives Train, Sample, Experiments and the Forward process tab's SDEdit section the app's one `SessionRegistry`
+(every user's runs, models and files; explorer/sessions.py), frees a user's session when they leave, and sets the queue.
 """
 
 from __future__ import annotations
@@ -19,7 +20,20 @@ from core.device import describe_device, pick_device
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.sessions import SessionRegistry
-from explorer.tabs import compare, embedding, experiments, forward, quality, sample, schedules, sdedit, train, unet
+from explorer.tabs import (
+    compare,
+    embedding,
+    experiments,
+    forward,
+    lesson,
+    quality,
+    sample,
+    schedules,
+    sdedit,
+    train,
+    unet,
+)
+from explorer.view_links import LinkBar
 from explorer.widgets import session_key
 from explorer.zero_gpu import configure, zero_gpu_active
 
@@ -29,7 +43,8 @@ See every part of a denoising diffusion model move: how a schedule drowns a pict
 the time, the U-Net that learns to undo it, a model trained live before your eyes, and sampling step by step.
 Every control has a one-line explanation under it.
 """
-TAB_IDS = {  # label -> id (gr.Tabs(selected=id) switches to a tab)
+TAB_IDS = {  # label -> id (gr.Tabs(selected=id) switches to a tab; a link's `tab=` names it)
+    "Lesson": "lesson",
     "Schedules": "schedules",
     "Forward process": "forward",
     "Time embedding": "embedding",
@@ -88,16 +103,19 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
     make_picture_cache_atomic()  # users who get the same picture must not truncate each other's downloads
     with gr.Blocks(title=TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(HEADER + device_line())
+        link_bar = LinkBar()
         with gr.Tabs() as tabs:
-            with gr.Tab("Schedules", id=TAB_IDS["Schedules"]):
+            with gr.Tab("Lesson", id=TAB_IDS["Lesson"]) as lesson_page:
+                lesson_tab = lesson.build_tab()
+            with gr.Tab("Schedules", id=TAB_IDS["Schedules"]) as schedules_tab_page:
                 schedules_page = schedules.build_tab()
             with gr.Tab("Forward process", id=TAB_IDS["Forward process"]) as forward_page:
                 sdedit_section = sdedit.build_section(registry, forward.build_tab())
-            with gr.Tab("Time embedding", id=TAB_IDS["Time embedding"]):
+            with gr.Tab("Time embedding", id=TAB_IDS["Time embedding"]) as embedding_page:
                 embedding.build_tab()
-            with gr.Tab("U-Net", id=TAB_IDS["U-Net"]):
-                unet.build_tab()
-            with gr.Tab("Train", id=TAB_IDS["Train"]):
+            with gr.Tab("U-Net", id=TAB_IDS["U-Net"]) as unet_page:
+                unet_report = unet.build_tab()
+            with gr.Tab("Train", id=TAB_IDS["Train"]) as train_page:
                 train_tab = train.build_tab(registry)
             with gr.Tab("Sample", id=TAB_IDS["Sample"]) as sample_page:
                 sample_tab = sample.build_tab(registry)
@@ -125,11 +143,20 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
             sample_tab.count_range, sample_tab.model, sample_tab.count, api_name=False
         )
 
+        pages = [lesson_page, schedules_tab_page, forward_page, embedding_page, unet_page, train_page, sample_page]
+        pages = dict(zip(TAB_IDS.values(), [*pages, experiments_page], strict=True))
+        leaders = {
+            "sample": (sample_tab.model, sample_tab.described),
+            "train": (train_tab.dataset, train_tab.dataset_event),
+        }
+        link_bar.wire(demo, tabs, pages, leaders, unet_report, lesson_tab)
+
         def leave(request: gr.Request) -> None:
             registry.close(session_key(request))
 
         demo.unload(leave)
     demo.registry = registry
+    demo.link_bar = link_bar
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     return demo
 

@@ -14,7 +14,7 @@ import app
 from explorer.tabs.forward import MY_UPLOAD
 from explorer.tabs.schedules import schedule_figures
 
-TABS = ["Schedules", "Forward process", "Time embedding", "U-Net", "Train", "Sample", "Experiments"]
+TABS = ["Lesson", "Schedules", "Forward process", "Time embedding", "U-Net", "Train", "Sample", "Experiments"]
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,8 @@ def test_every_tab_in_chromium(app_url, page, artifacts, tmp_path):
     page.get_by_text("See every part of a denoising diffusion model move").wait_for(timeout=30_000)
     assert page.title() == "DDPM Explorer"
     assert [tab.inner_text().strip() for tab in page.get_by_role("tab").all()] == TABS
+    page.screenshot(path=str(artifacts / "tab_lesson.png"), full_page=True)  # the first tab
+    page.get_by_role("tab", name="Schedules").click()
 
     # Schedules: ticking a schedule adds its curve to the alpha-bar plot
     visible(page, ".js-plotly-plot").first.wait_for(timeout=30_000)

@@ -335,7 +335,8 @@ def build_tab(registry: SessionRegistry) -> SampleTab:
     tab.later_controls = {"spacing": sampler_controls.spacing}
     described = [about, sampler_controls.sampler, sampler_controls.steps, sampler_controls.eta, class_menu, guidance]
     described += [count, paths, sampler_controls.spacing]
-    model.change(tab.describe_model, model, described, api_name="describe_model")
+    # kept: a shared link chains the settings it carries after the model's own (explorer/url_state.py)
+    tab.described = model.change(tab.describe_model, model, described, api_name="describe_model")
     sampled = run.click(
         tab.sample,
         inputs_kwargs={**tab.controls, **tab.later_controls},

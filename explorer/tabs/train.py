@@ -351,7 +351,9 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                 elem_id="train-step-table",
             )
 
-    dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
+    # kept: a shared link chains the settings it carries after the dataset's defaults (explorer/url_state.py)
+    tab.dataset = dataset
+    tab.dataset_event = dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
     download.change(file_box, download, download, api_name=False, queue=False)
     controls = {  # the order of the API's parameters; the names are training_config's
         "dataset_label": dataset,

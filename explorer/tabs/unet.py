@@ -319,8 +319,9 @@ def default_report() -> tuple:
     )
 
 
-def build_tab() -> None:
-    """The tab's layout and events (called inside `with gr.Tab("U-Net"):`)."""
+def build_tab() -> tuple[list, list]:
+    """The tab's layout and events (called inside `with gr.Tab("U-Net"):`). Returns the report's inputs (the preset
+    first, its six controls next) and outputs, for a shared link that sets the preset (explorer/view_links.py)."""
     base, mults, blocks, attention, mid, temb = preset_controls(DEFAULT_PRESET)
     explanation(INTRO)
     with gr.Row():
@@ -435,3 +436,4 @@ def build_tab() -> None:
         concurrency_limit=1,
         concurrency_id="unet_summary",
     )
+    return inputs, outputs
