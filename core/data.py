@@ -18,7 +18,8 @@ Images (`ImageDataset`, kind "images"; trained with a U-Net):
 
 Points (`PointDataset`, kind "points"; trained with core.toy.ToyMLP): the 2D toy sets "moons", "swiss_roll",
 "eight_gaussians", "checkerboard", "spiral" of core.toy_data, drawn from a seed (`n=` points, `seed=`), in [-1, 1]
-like the images.
+like the images; and "drawing", points drawn by hand in the app (core.drawn_points): it has no file to load, so it is
+handed to the Trainer as `dataset=` (load_dataset refuses it with that advice).
 
 Splits: models train on "train" only; "test" is held out for metrics; "all" is both. Torchvision sets use their own
 train/test files; toy sets draw "train" and "test" from independent streams of the same seed; a folder has no
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from core.drawn_points import DRAWING
 from core.image_files import ImageInputError, iter_files, load_image
 from core.toy_data import DEFAULT_TOY_POINTS, TOY_DATASET_NAMES, TOY_DATASETS, PointDataset, check_split, load_toy
 
@@ -326,14 +328,14 @@ def load_image_folder(
 # by name
 
 IMAGE_DATASET_NAMES: tuple[str, ...] = ("mnist5k", *TORCHVISION_DATASETS, "folder")
-DATASET_NAMES: tuple[str, ...] = IMAGE_DATASET_NAMES + TOY_DATASET_NAMES
+DATASET_NAMES: tuple[str, ...] = IMAGE_DATASET_NAMES + TOY_DATASET_NAMES + (DRAWING,)
 
 
 def dataset_kind(name: str) -> str:
     """ "images" or "points" for a dataset name."""
     if name not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
-    return "points" if name in TOY_DATASETS else "images"
+    return "points" if name in TOY_DATASETS or name == DRAWING else "images"
 
 
 def load_dataset(
@@ -362,6 +364,11 @@ def load_dataset(
     wrong = [option for option, value in given.items() if value is not None and not belongs[option]]
     if wrong:
         raise ValueError(f"option(s) {', '.join(wrong)} do not apply to dataset {name!r}")
+    if name == DRAWING:
+        raise ValueError(
+            "a drawing has no file to load: draw it in the app's Train tab, or pass core.drawn_points.drawn_dataset("
+            "points) to the Trainer as dataset="
+        )
     if name == "mnist5k":
         return load_mnist5k(split, image_size)
     if name in TORCHVISION_DATASETS:

@@ -23,6 +23,7 @@ from core.data import ASSETS
 from core.device import pick_device
 from core.diffusers_pipeline import FORMAT as PIPELINE_FORMAT
 from core.diffusers_pipeline import load_pipeline
+from core.drawn_points import DRAWING, stored_drawing
 from core.hub import fetch_pipeline
 from core.metrics import has_metric
 from core.sampler_sweep import QUALITY_FILE, SweepPoint
@@ -93,7 +94,10 @@ class ModelEntry:
 
     @functools.cached_property
     def reference_points(self) -> Tensor | None:
-        """For a 2D model of a known toy set: fresh points of that set (held-out split), else None."""
+        """For a 2D model of a known toy set: fresh points of that set (held-out split); of a drawing: the drawn
+        points its checkpoint carries (core.drawn_points); else None."""
+        if self.is_points and self.dataset_name == DRAWING:
+            return stored_drawing(self.checkpoint.config.get("dataset", {}))
         if not self.is_points or self.dataset_name not in TOY_DATASET_NAMES:
             return None
         return load_toy(self.dataset_name, split="test", n=REFERENCE_POINTS).points

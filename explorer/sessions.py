@@ -121,6 +121,7 @@ class UserSession:
     runs: RunList = field(default_factory=RunList)  # finished training runs, for the Experiments tab
     trajectory: Any = None  # the last explorer.trajectory.Trajectory
     stepping: Any = None  # the Train tab's model trained one step at a time (explorer.single_step)
+    drawing: Any = None  # the Train tab's own 2D data set, clicked on a canvas (explorer.drawing.Drawing)
     job: JobTicket | None = None
     last_seen: float = field(default_factory=time.monotonic)
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -202,6 +203,7 @@ class SessionRegistry:
         session.runs.close()
         session.trajectory = None
         session.stepping = None
+        session.drawing = None
         shutil.rmtree(session.folder, ignore_errors=True)
 
     def __len__(self) -> int:

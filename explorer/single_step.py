@@ -20,6 +20,7 @@ import torch
 from core.data import DatasetError
 from core.image_files import ArchiveError, ImageInputError
 from core.observed_step import ObservedStep, observed_step
+from core.toy_data import PointDataset
 from core.training import ProgressRecord, TrainConfig, Trainer, TrainingDiverged, load_training_data
 from explorer.figures import loss_figure
 from explorer.gpu_memory import is_out_of_memory
@@ -85,9 +86,10 @@ class SingleStep:
         self.registry = registry
         self._lock = threading.Lock()  # guards each session's `stepping` slot
 
-    def step(self, session: UserSession, config: TrainConfig) -> StepView:
-        """Take one optimizer step of the session's stepped model (built from `config` if needed); gr.Error with
-        the reason when it cannot (a live training of this user runs, bad data, out of memory, divergence)."""
+    def step(self, session: UserSession, config: TrainConfig, dataset: PointDataset | None = None) -> StepView:
+        """Take one optimizer step of the session's stepped model (built from `config` if needed, on `dataset` when
+        given, e.g. the user's drawing); gr.Error with the reason when it cannot (a live training of this user
+        runs, bad data, out of memory, divergence)."""
         job = session.job
         if job is not None and job.kind == "training":
             raise gr.Error(LIVE_RUN_GOING)
@@ -96,7 +98,7 @@ class SingleStep:
             fresh = stepped.trainer is None
             try:
                 if fresh:
-                    data = load_training_data(config)  # a download must not hold the cores
+                    data = dataset or load_training_data(config)  # a download must not hold the cores
                     start = self.registry.compute_for("starting")
                     stepped.trainer = start(lambda: Trainer(config, dataset=data))
                 trainer = stepped.trainer

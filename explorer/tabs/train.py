@@ -1,8 +1,9 @@
 """Train tab: train a small diffusion model live and watch it learn.
 
-Pick a dataset (the bundled digits by default, 2D toy sets, torchvision sets when the network allows, or your own
-pictures as a zip), a network size, schedule, objective, length, batch, learning rate, EMA, seed and class
-conditioning, and in "Advanced" the schedule's parameters and the loss's weighting (explorer.train_advanced; the
+Pick a dataset (the bundled digits by default, 2D toy sets, torchvision sets when the network allows, your own
+pictures as a zip, or a 2D set you click on a canvas: explorer.tabs.drawing), a network size, schedule, objective,
+length, batch, learning rate, EMA, seed and class conditioning, and in "Advanced" the schedule's parameters and the
+loss's weighting (explorer.train_advanced; the
 Schedules tab's "Train with this schedule" fills them in); press Start. While it runs the page shows the loss (raw
 and smoothed), the loss by timestep bucket, the learning rate, the device, images/s and time to go, and a preview
 sampled every few seconds from one fixed noise seed. When it ends (or Stop is pressed) the checkpoint can be
@@ -23,6 +24,7 @@ import gradio as gr
 from core.checkpoint_archive import pack_checkpoint
 from core.data import DatasetError, dataset_kind
 from core.diffusion import OBJECTIVES
+from core.drawn_points import DRAWING
 from core.image_files import ArchiveError, ImageInputError
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig
@@ -33,6 +35,7 @@ from explorer.runs import record_run
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
 from explorer.single_step import SingleStep
 from explorer.step_pictures import SHOWN, TABLE_HEADERS
+from explorer.tabs.drawing import DRAWING_LABEL, DrawingPanel
 from explorer.train_advanced import advanced_group, advanced_settings
 from explorer.training_run import LiveUpdate, OutOfMemory, status_line, train_live
 from explorer.widgets import (
@@ -56,6 +59,7 @@ DATASETS: dict[str, str] = {  # menu label -> core.data name
     "2D: eight Gaussians": "eight_gaussians",
     "2D: checkerboard": "checkerboard",
     "2D: spiral": "spiral",
+    DRAWING_LABEL: DRAWING,
 }
 DEFAULT_DATASET = next(iter(DATASETS))
 PRESETS = {"tiny (fast: digits in a minute on a CPU)": "tiny", "small": "small", "seed (the blog's 64-128-256)": "seed"}
@@ -184,19 +188,26 @@ class TrainTab:
     def __init__(self, registry: SessionRegistry):
         self.registry = registry
         self.single_step = SingleStep(registry)
+        self.drawing = DrawingPanel(registry)
 
     def start(self, request: gr.Request | None = None, **controls: object) -> Iterator[tuple]:
         """Callback of Start, given the Train tab's controls by name (see `training_config`): yields (status,
         preview, loss plot, bucket plot, lr plot, checkpoint file)."""
         config = training_config(**controls)
         session = self.registry.session(session_key(request))
+        config, data = self.drawing.training_input(config, session)  # the user's drawing, or None: by name
 
         def work(job: Job) -> Iterator[tuple]:
             loading = "Loading the data and building the model…"
             yield (loading, *(gr.update(),) * 4, None)  # None: the last run's checkpoint goes (its box hides)
             start = self.registry.compute_for("starting")
             live = train_live(
-                config, compute=job.compute, stop=job.stopped, start_compute=start, check_memory=job.check_memory
+                config,
+                dataset=data,
+                compute=job.compute,
+                stop=job.stopped,
+                start_compute=start,
+                check_memory=job.check_memory,
             )
             for update in live:
                 if update.state == "starting":  # the first loss point follows at once (taken with the start): one
@@ -237,7 +248,7 @@ class TrainTab:
         (explorer.single_step); returns (what the step did, its picture, its first samples' numbers, loss plot)."""
         config = training_config(**controls)
         session = self.registry.session(session_key(request))
-        return self.single_step.step(session, config).outputs()
+        return self.single_step.step(session, *self.drawing.training_input(config, session)).outputs()
 
     def stop(self, request: gr.Request | None = None) -> str:
         """Callback of Stop: the run ends after its current step, and keeps what it learned."""
@@ -265,6 +276,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                 type="filepath",
                 visible=False,
             )
+            tab.drawing.build()
             preset = gr.Radio(
                 list(PRESETS),
                 value=next(iter(PRESETS)),
@@ -355,6 +367,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
     tab.dataset = dataset
     tab.dataset_event = dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
     download.change(file_box, download, download, api_name=False, queue=False)
+    tab.drawing.wire(dataset)
     controls = {  # the order of the API's parameters; the names are training_config's
         "dataset_label": dataset,
         "upload": upload,
