@@ -10,6 +10,8 @@ then every step as a strip. The models are the Sample tab's menu (explorer.tabs.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -20,7 +22,7 @@ from PIL import Image
 from core.image_files import ImageInputError
 from explorer.images import grid_picture, load_image, tensor_to_image
 from explorer.jobs import Job, run_job, throttled
-from explorer.models import DEFAULT_MODEL, ModelEntry, pretrained, pretrained_names
+from explorer.models import DEFAULT_MODEL, PRETRAINED, PRETRAINED_DIR, ModelEntry
 from explorer.sampling_run import SamplerSettings, check_settings, run_sampling
 from explorer.sdedit import NoisedStart, fit_picture, noised_start
 from explorer.sessions import HEAVY_CONCURRENCY, HEAVY_GROUP, SessionRegistry, UserSession
@@ -123,7 +125,8 @@ class SDEditSection(ModelChoice):
     only."""
 
     def model_names(self, session: UserSession) -> list[str]:
-        return [name for name in super().model_names(session) if not self.resolve(name, session).is_points]
+        own = [name for name, entry in session.models.items() if not entry.is_points]
+        return [*shipped_picture_models(), *own]  # the shipped ones by their configs: none is loaded to list it
 
     def checked(
         self,
@@ -193,6 +196,18 @@ class SDEditSection(ModelChoice):
         )
 
 
+@functools.cache
+def shipped_picture_models() -> list[str]:
+    """Menu names of the shipped checkpoints that draw pictures, read from their config.json (loading them here
+    would add seconds to the app's start)."""
+    names = []
+    for folder, name in PRETRAINED.items():
+        config = PRETRAINED_DIR / folder / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("dataset", {}).get("kind") == "images":
+            names.append(name)
+    return names
+
+
 def build_section(registry: SessionRegistry, forward: dict[str, gr.components.Component]) -> SDEditSection:
     """Layout and wiring of the SDEdit section, under the Forward process tab whose controls (by the names of
     SDEditSection.checked: picture, upload, t, seed, and schedule) it reads. Returns the callbacks object; its
@@ -202,7 +217,7 @@ def build_section(registry: SessionRegistry, forward: dict[str, gr.components.Co
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             model = gr.Dropdown(
-                [name for name in pretrained_names() if not pretrained(name).is_points],
+                list(shipped_picture_models()),
                 value=DEFAULT_MODEL,
                 label="Model",
                 allow_custom_value=True,
