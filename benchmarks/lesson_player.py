@@ -61,9 +61,12 @@ class LessonPlayer:
         self.waits: list[Wait] = []
         self.chapter = 0
 
-    def timed(self, name: str, action: Action, until: str, target: float = WAIT_TARGET_S) -> float:
-        """Do `action` (a callable), then wait until the JS expression `until` is true; record the wait."""
-        start = time.perf_counter()
+    def timed(
+        self, name: str, action: Action, until: str, target: float = WAIT_TARGET_S, since: float | None = None
+    ) -> float:
+        """Do `action` (a callable), then wait until the JS expression `until` is true; record the wait (from
+        `since`, a perf_counter reading, when given: a second outcome of an earlier action). Returns the start."""
+        start = time.perf_counter() if since is None else since
         action()
         try:
             self.page.wait_for_function(f"() => {until}", timeout=self.timeout_ms, polling=10)
@@ -71,7 +74,7 @@ class LessonPlayer:
             raise AssertionError(f"chapter {self.chapter}, {name}: never saw {until}") from error
         seconds = time.perf_counter() - start
         self.waits.append(Wait(self.chapter, name, seconds, target))
-        return seconds
+        return start
 
     def click(self, selector: str) -> Action:
         return lambda: self.page.locator(selector).click()
@@ -127,7 +130,13 @@ class LessonPlayer:
         )
         self.timed("Start: the first loss point", self.click("#train-start"), loss_drawn, FIRST_LOSS_TARGET_S)
         time.sleep(WATCH_TRAINING_S)
-        self.timed("Stop: the run ends", self.click("#train-stop"), f"{text_of('#train-status')}.startsWith('Stopped')")
+        status = text_of("#train-status")
+        start = self.timed(
+            "Stop: confirmed",
+            self.click("#train-stop"),
+            f"{status}.startsWith('Stopping') || {status}.startsWith('Stopped')",
+        )
+        self.timed("Stop: the run ended and was kept", lambda: None, f"{status}.startsWith('Stopped')", since=start)
         self.timed(
             "Step: one step shown", self.click("#train-step"), f"{text_of('#train-step-text')}.includes('Step 1')"
         )

@@ -19,6 +19,7 @@ from core.accelerators import speed_choices
 from core.device import describe_device, pick_device
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
+from explorer.models import pretrained, pretrained_names
 from explorer.sessions import SessionRegistry
 from explorer.tabs import (
     compare,
@@ -162,9 +163,13 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
 
 
 def warm_up() -> None:
-    """What the first training would otherwise pay for when a student presses Start: every torch optimizer imports
-    torch._dynamo on first use, 1.6 s on 2 cores. app.py calls this once the page is served."""
+    """What the first clicks would otherwise wait for, done once the page is served (app.py calls it): every torch
+    optimizer imports torch._dynamo on first use (1.6 s on 2 cores, a training's first loss point), and the shipped
+    models load on first use (the lesson's Sample and guidance chapters)."""
     import torch._dynamo  # noqa: F401
+
+    for name in pretrained_names():
+        pretrained(name)
 
 
 def free_port() -> int:
