@@ -81,14 +81,14 @@ def denoiser_field_figure(
     if reference is not None:
         fig.add_trace(_points_trace(reference, "true data", {"color": "#d0d0d0", "size": 4}))
     x, y = arrow_segments(points, drawn_arrows(arrows, 2 * extent / (side - 1)))
-    name = f"pred_x0 - x (longer = farther; the longest is {longest:.2f})"
+    name = f"pred_x0 - x (longest {longest:.2f})"
     line = {"color": ARROW_COLOUR, "width": 1.6}
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, line=line, hoverinfo="skip", connectgaps=False))
     if before is not None:
         hollow = {"color": "rgba(0,0,0,0)", "size": 6, "line": {"color": PALETTE[0], "width": 1}}
-        fig.add_trace(_points_trace(before, "samples the network saw", hollow))
+        fig.add_trace(_points_trace(before, "given to the network", hollow))
     if after is not None:
-        fig.add_trace(_points_trace(after, "after this step", {"color": PALETTE[3], "size": 4, "opacity": 0.8}))
+        fig.add_trace(_points_trace(after, "after the step", {"color": PALETTE[3], "size": 4, "opacity": 0.8}))
     title = f"The denoiser's arrows at t = {format_t(t)} (alpha-bar {alpha_bar:.3g}){condition}"
     fig = styled(fig, title, "x", "y", height=FIELD_HEIGHT)
     fig.update_xaxes(range=[-extent, extent], zeroline=False, constrain="domain")

@@ -143,15 +143,15 @@ def test_the_field_follows_the_replay_slider(registry):
         figures[i], note = view.show_field(i, request=user)
         seconds.append(time.perf_counter() - start)
         t = trajectory.t_saved[i]
-        assert f"t = {t:g}" in figures[i].layout.title.text and f"At t = {t:g}" in note
+        assert f"t = {t:g}" in figures[i].layout.title.text and f"network at t = {t:g};" in note
     # measured 25-45 ms each on one shared core; the slider's goal is < 100 ms
     assert max(seconds) < 0.5, seconds
     early, late = (np.asarray(arrow_trace(figures[i]).x, dtype=float) for i in (0, 19))
     assert not np.allclose(np.nan_to_num(early), np.nan_to_num(late))
     # the plotted samples are the network's input at that step (x_T first) and the state after it
     names = {trace.name: trace for trace in figures[10].data}
-    assert np.allclose(names["samples the network saw"].x, trajectory.x_t[9][:, 0])
-    assert np.allclose(names["after this step"].x, trajectory.x_t[10][:, 0])
+    assert np.allclose(names["given to the network"].x, trajectory.x_t[9][:, 0])
+    assert np.allclose(names["after the step"].x, trajectory.x_t[10][:, 0])
     assert np.allclose(view.show_field(0, request=user)[0].data[2].x, trajectory.x_T[:, 0].numpy())
     assert tuple(figures[10].layout.xaxis.range) == (-FIELD_EXTENT, FIELD_EXTENT)
     with pytest.raises(gr.Error, match="step must be a whole number from 0 to 19"):
@@ -184,3 +184,42 @@ def test_the_field_through_the_app(app_url):
     assert titles[0] != titles[1] and "t = 999" in titles[0]  # the API's default spacing: trailing, from T - 1
     with pytest.raises(Exception, match=r"maximum value 9|step must be a whole number"):  # (Gradio checks first)
         client.predict(12, api_name="/show_field_step")
+
+
+FIELD_TITLE_JS = (
+    "() => { const p = document.querySelector('#sample-field .js-plotly-plot');"
+    " return p && p.layout && p.layout.title ? p.layout.title.text : null; }"
+)
+
+
+def test_the_field_follows_the_slider_in_chromium(app_url, page, artifacts):
+    page.goto(app_url)
+    page.get_by_text("See every part of a denoising diffusion model move").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Sample").click()
+    assert not page.locator("#sample-field").is_visible()  # the digits: no arrows
+    page.locator("#sample-model input").click()
+    page.locator("#sample-model input").fill("")
+    page.keyboard.type("moons")
+    page.get_by_role("option", name=MOONS).click()
+    page.locator("#sample-field-note").get_by_text("its arrows appear here").wait_for(timeout=10_000)
+    page.locator("#sample-run").click()
+    page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
+    page.wait_for_function(f"() => ({FIELD_TITLE_JS})()?.includes('arrows at t = ')", timeout=30_000)
+    last = page.evaluate(FIELD_TITLE_JS)
+    slider = page.get_by_label("range slider for Replay the run, step by step")
+    slider.focus()
+    slider.press("Home")  # the first step: t near T, every arrow towards the data's mean
+    page.wait_for_function(f"last => ({FIELD_TITLE_JS})() !== last", arg=last, timeout=30_000)
+    first = page.evaluate(FIELD_TITLE_JS)
+    for _ in range(7):
+        slider.press("ArrowRight")
+    page.wait_for_function(f"first => ({FIELD_TITLE_JS})() !== first", arg=first, timeout=30_000)
+    middle = page.evaluate(FIELD_TITLE_JS)
+    caption = page.locator("#sample-step-caption").inner_text()
+    t = middle.split("t = ")[1].split(" ")[0]
+    assert f"network at t = {t}" in caption, (middle, caption)  # the arrows are the step's on show
+    traces = page.locator("#sample-field .js-plotly-plot").evaluate("el => el.data.map(t => t.name)")
+    assert traces[0] == "true data" and traces[1].startswith("pred_x0 - x") and "after the step" in traces
+    page.locator("#sample-field").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "sample_2d_field.png"), full_page=False)
+    page.locator("#sample-field").screenshot(path=str(artifacts / "sample_2d_field_plot.png"))

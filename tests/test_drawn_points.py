@@ -217,3 +217,63 @@ def test_drawing_and_training_through_the_app(app_url):
     client.predict(RING, 0.04, api_name="/drawing_add_points")
     status, *_ = client.predict(**drawing_args(20), api_name="/train")
     assert "Finished" in status and "step 20 of 20" in status and "my model: drawing, tiny, 20 steps" in status
+
+
+def test_draw_and_train_in_chromium(app_url, page, artifacts):
+    page.goto(app_url)
+    page.get_by_text("See every part of a denoising diffusion model move").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    assert not page.locator("#train-drawing").is_visible()
+    menu = page.get_by_label("Dataset", exact=True)
+    menu.click()
+    menu.fill("")
+    page.keyboard.type("drawing")
+    page.get_by_role("option", name=DRAWING_LABEL).click()
+    picture = page.locator("#train-drawing-canvas img")
+    picture.wait_for(timeout=10_000)
+    picture.scroll_into_view_if_needed()
+    box = picture.bounding_box()
+    # where Gradio puts the picture in its box (contained, centred, never enlarged) and so reads a click
+    ratio = min(box["width"] / CANVAS_PIXELS, box["height"] / CANVAS_PIXELS, 1)
+    left = box["x"] + (box["width"] - CANVAS_PIXELS * ratio) / 2
+    top = box["y"] + (box["height"] - CANVAS_PIXELS * ratio) / 2
+    ready = "() => { const i = document.querySelector('#train-drawing-canvas img'); return i && i.complete"
+    ready += " && i.naturalWidth > 0; }"  # a click on a picture still loading has no pixel to report
+    for k in range(12):  # a ring of 12 clicks
+        px, py = plane_to_pixel(0.6 * math.cos(k * math.pi / 6), 0.6 * math.sin(k * math.pi / 6))
+        page.wait_for_function(ready, timeout=15_000)
+        page.mouse.click(left + (px + 0.5) * ratio, top + (py + 0.5) * ratio)
+        count = f"{CLOUD_POINTS * (k + 1)} points"
+        page.locator("#train-drawing-count").get_by_text(count).wait_for(timeout=30_000)
+    page.locator("#train-drawing-undo").click()
+    page.locator("#train-drawing-count").get_by_text(f"{CLOUD_POINTS * 11} points").wait_for(timeout=15_000)
+    page.locator("#train-drawing-text").locator("textarea").fill("0.6, 0\nbad line")
+    page.locator("#train-drawing-add").click()
+    page.get_by_text("line 2: 'bad line' is not two numbers").first.wait_for(timeout=15_000)
+    page.locator("#train-drawing-text").locator("textarea").fill("0.6, 0")
+    page.locator("#train-drawing-add").click()
+    page.locator("#train-drawing-count").get_by_text(f"{CLOUD_POINTS * 12} points").wait_for(timeout=15_000)
+    page.get_by_label("steps", exact=True).check()
+    page.get_by_label("How long").fill("300")
+    page.locator("#train-start").click()
+    page.locator("#train-status").get_by_text("Finished").wait_for(timeout=300_000)
+    assert "my model: drawing, tiny, 300 steps" in page.locator("#train-status").inner_text()
+    picture.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "train_drawn_points.png"), full_page=True)
+
+    # the model of the drawing samples in the Sample tab, its arrows over the drawing
+    page.get_by_role("tab", name="Sample").click()
+    page.locator("#sample-model input").click()
+    page.get_by_role("option", name="my model: drawing, tiny, 300 steps").click()
+    page.locator("#sample-field-note").get_by_text("its arrows appear here").wait_for(timeout=10_000)
+    page.locator("#sample-run").click()
+    page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
+    title = "document.querySelector('#sample-field .js-plotly-plot')?.layout?.title?.text"
+    page.wait_for_function(f"() => ({title} || '').includes('arrows at t = ')", timeout=30_000)
+    slider = page.get_by_label("range slider for Replay the run, step by step")
+    slider.focus()
+    for _ in range(3):
+        slider.press("ArrowLeft")  # a few steps before the end: the arrows bend towards the ring
+    page.locator("#sample-field").scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    page.locator("#sample-field").screenshot(path=str(artifacts / "sample_drawn_field.png"))

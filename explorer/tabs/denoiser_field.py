@@ -59,10 +59,7 @@ def field_figure(trajectory: Trajectory, i: int) -> go.Figure:
 def field_note(trajectory: Trajectory, i: int) -> str:
     """One line under the figure: what the step on show did, in the field's terms."""
     t = format_t(trajectory.t_saved[i])
-    return (
-        f"{EXPLANATION} At t = {t} the hollow points are what the network was given; the filled ones are where "
-        "this step moved them, part of the way along their arrows."
-    )
+    return f"{EXPLANATION} Hollow: the points given to the network at t = {t}; filled: where the step moved them."
 
 
 class FieldView:
