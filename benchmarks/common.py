@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import platform
@@ -14,8 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from core.accelerators import SpeedChoices
 from core.device import available_cores, cpu_model
+from core.training import Trainer
 
 RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
 ROOT = RESULTS_PATH.parent.parent
@@ -60,6 +64,21 @@ def time_calls(fn: Callable[[], object], *, warmup: int, min_calls: int, min_sec
         fn()
         durations.append(time.perf_counter() - start)
     return durations
+
+
+def replace_model(trainer: Trainer, model: nn.Module | None = None, speed: SpeedChoices | None = None) -> None:
+    """Give a built Trainer another network (a shape no preset names) and/or other speed options (bf16 autocast,
+    channels_last, torch.compile), with a fresh EMA and optimizer. Everything the training step uses is replaced
+    together: the model, its EMA, the optimizer over its parameters and `network`, what the loss calls (left
+    pointing at the old model, the old network would train while the new one's optimizer saw no gradients)."""
+    if speed is not None:
+        trainer.speed, trainer.bf16 = speed, speed.bf16
+    if model is not None:
+        trainer.model = model.to(trainer.device)
+    trainer.speed.prepare(trainer.model)
+    trainer.ema_model = copy.deepcopy(trainer.model).eval().requires_grad_(False)
+    trainer.optimizer = trainer._make_optimizer()
+    trainer.network = trainer.speed.network(trainer.model)
 
 
 def machine_description(threads: int, extra: str = "") -> str:

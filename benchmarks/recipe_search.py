@@ -26,7 +26,6 @@ the defaults were first chosen (its base was these defaults with EMA 0.995).
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from common import RESULTS_PATH, busy_warning, command_line, machine_description, section_header
+from common import RESULTS_PATH, busy_warning, command_line, machine_description, replace_model, section_header
 
 from core.data import load_dataset
 from core.device import available_cores
@@ -123,9 +122,7 @@ def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int
     if variant.model:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            trainer.model = make_unet(config.preset, in_channels=data.channels, **variant.model).to(trainer.device)
-        trainer.ema_model = copy.deepcopy(trainer.model).eval().requires_grad_(False)
-        trainer.optimizer = trainer._make_optimizer()
+            replace_model(trainer, make_unet(config.preset, in_channels=data.channels, **variant.model))
     last = None
     for record in trainer.run():
         last = record
