@@ -19,6 +19,7 @@ from core.accelerators import speed_choices
 from core.device import describe_device, pick_device
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
+from explorer.keyboard import KEYBOARD_HEAD
 from explorer.models import pretrained, pretrained_names
 from explorer.sessions import SessionRegistry
 from explorer.tabs import (
@@ -34,6 +35,7 @@ from explorer.tabs import (
     train,
     unet,
 )
+from explorer.theme import THEME_CSS
 from explorer.view_links import LinkBar
 from explorer.widgets import session_key
 from explorer.zero_gpu import configure, zero_gpu_active
@@ -64,6 +66,7 @@ LAUNCH_OPTIONS: dict = {
     # threads for callbacks: every heavy run holds one while it waits for its place or its merged network call
     # (up to explorer.sessions.HEAVY_CONCURRENCY of them), and the light requests need some beside them
     "max_threads": 128,
+    "head": KEYBOARD_HEAD,  # dropdown lists out of the Tab order (explorer/keyboard.py)
 }
 CSS = """
 .gradio-container {max-width: 1400px !important}
@@ -74,6 +77,7 @@ CSS = """
 /* a dropdown's text stops before its arrow (Gradio lets it run underneath) and ends in "…" if it is too long */
 .wrap-inner input[role="combobox"] {padding-right: 24px; text-overflow: ellipsis}
 """
+CSS += THEME_CSS  # the plots follow Gradio's dark theme (explorer/theme.py)
 
 
 def carry_schedule(*values: object) -> tuple:

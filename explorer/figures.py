@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.theme import themed
+
 FONT_SIZE = 16
 FIGURE_HEIGHT = 460
 TITLE_OFFSET_PX = 38
@@ -22,7 +24,8 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 
 def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", height: int = FIGURE_HEIGHT) -> go.Figure:
-    """Apply the explorer's common layout: title, axis titles, large fonts, white background, unified hover."""
+    """Apply the explorer's common layout: title, axis titles, large fonts, unified hover, and the colours that read
+    in Gradio's light and dark themes (explorer.theme.themed)."""
     fig.update_layout(
         # the title sits below the Gradio label chip that overlays the figure's top-left corner
         title={
@@ -51,7 +54,7 @@ def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "", hei
     )
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title)
-    return fig
+    return themed(fig)
 
 
 def line_trace(x, y, name: str, line: dict, hovertemplate: str, **options) -> go.Scatter:

@@ -15,6 +15,8 @@ from core.diffusion import check_objective
 from core.summary import as_unet_config, level_shapes
 from core.unet import UNetConfig
 from explorer.figures import FONT_SIZE, PALETTE, styled
+from explorer.theme import PAPER_PLOT as PAPER_PLOT  # the CSS class of the gr.Plot that shows it
+from explorer.theme import on_paper
 
 ENCODER, DECODER, MIDDLE, ATTENTION, INK = PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[3], PALETTE[7]
 BOX_WIDTH = 3.8  # data units; the x axis spans X_RANGE
@@ -237,4 +239,4 @@ def unet_diagram(
     fig.update_xaxes(visible=False, range=list(X_RANGE), fixedrange=True)
     fig.update_yaxes(visible=False, range=[y_mid - 1.0, 1.0 + BOX_HEIGHT / 2 + 0.1], fixedrange=True)
     fig.update_layout(hovermode=False, dragmode=False, showlegend=False, margin={"l": 10, "r": 10, "t": 60, "b": 10})
-    return fig
+    return on_paper(fig)  # black arrows and captions between the boxes: white paper in the dark theme too

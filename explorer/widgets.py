@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import gradio as gr
 
@@ -29,7 +30,7 @@ def pixel_picture(
     a label longer than about 24 characters is cut off by them at the Sample tab's width (three pictures side by
     side at 1280 px), so the explanation goes in the caption. Only the buttons that help here are shown: download
     and full screen (not "share", which posts to a Hugging Face discussion). `alt_text`: what a screen reader says
-    the picture shows."""
+    the picture shows (by default its label and caption, `picture_alt`)."""
     with gr.Column(min_width=160):  # the picture's own width, as an Image alone in a Row would get
         picture = gr.Image(
             elem_classes=[PIXELATED],
@@ -39,10 +40,17 @@ def pixel_picture(
             elem_id=elem_id,
             buttons=list(PICTURE_BUTTONS),
             format="png",  # pixel grids: PNG is lossless and 4-10x faster to encode than WebP (explorer.gradio_cache)
-            alt_text=alt_text,
+            alt_text=alt_text or picture_alt(label, caption),
         )
         gr.Markdown(caption, latex_delimiters=LATEX_DELIMITERS, elem_classes=[PICTURE_CAPTION])
     return picture
+
+
+def picture_alt(label: str, caption: str) -> str:
+    """A picture's alt text from its label and its caption, the caption's maths as plain text: "predicted noise: the
+    noise it sees in x_t (grey 0, white +3σ)"."""
+    plain = caption.replace("$", "").replace("\\", "").replace("*", "")
+    return f"{label}: {plain[:1].lower() + plain[1:]}"
 
 
 def _as_number(value: object, message: str) -> float:
@@ -81,11 +89,15 @@ def session_key(request: gr.Request | None) -> str | None:
 
 
 def progress_html(done: int, total: int, text: str) -> str:
-    """A progress bar filled to done/total with a line of text under it (the Sample tab's live progress)."""
+    """A progress bar filled to done/total with a line of text under it (the Sample tab's live progress). A screen
+    reader hears it as a progress bar ("done of total") and reads the text, whose **bold** is made bold (gr.HTML
+    shows Markdown as it is)."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     share = 100 * done / max(total, 1)
     return (
         f'<div class="sample-progress" data-done="{done}" data-total="{total}">'
-        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;width:100%">'
+        f'<div role="progressbar" aria-valuemin="0" aria-valuemax="{total}" aria-valuenow="{done}" '
+        f'aria-valuetext="{done} of {total}" style="background:#e5e7eb;border-radius:6px;height:14px;width:100%">'
         f'<div style="background:#0072B2;border-radius:6px;height:14px;width:{share:.1f}%"></div></div>'
         f"<p>{text}</p></div>"
     )

@@ -174,12 +174,26 @@ def build_tab() -> dict[str, gr.components.Component]:
             )
         with gr.Column(scale=3):
             with gr.Row():
-                x_t_image = gr.Image(first[0], label="x_t: what the model sees", interactive=False, height=300)
+                x_t_image = gr.Image(
+                    first[0],
+                    label="x_t: what the model sees",
+                    interactive=False,
+                    height=300,
+                    alt_text="x_t: the picture drowned in noise up to the chosen step t",
+                )
                 signal_image = gr.Image(
-                    first[1], label="sqrt(alpha-bar) x_0: the fading picture", interactive=False, height=300
+                    first[1],
+                    label="sqrt(alpha-bar) x_0: the fading picture",
+                    interactive=False,
+                    height=300,
+                    alt_text="The picture scaled by sqrt(alpha-bar_t): what is left of it at step t",
                 )
                 noise_image = gr.Image(
-                    first[2], label="sqrt(1 - alpha-bar) eps: the noise", interactive=False, height=300
+                    first[2],
+                    label="sqrt(1 - alpha-bar) eps: the noise",
+                    interactive=False,
+                    height=300,
+                    alt_text="The Gaussian noise scaled by sqrt(1 - alpha-bar_t): the noise mixed in at step t",
                 )
             histogram = gr.Plot(first[3], label="Pixel values of x_t: they become a bell curve as t grows")
     strip = gr.Gallery(
@@ -204,8 +218,12 @@ def build_tab() -> dict[str, gr.components.Component]:
             info="Off: both at the same t. On: the second at the step with equal SNR.",
         )
     with gr.Row():
-        left = gr.Image(first[4], label="First schedule", interactive=False, height=300)
-        right = gr.Image(first[5], label="Second schedule", interactive=False, height=300)
+        left = gr.Image(
+            first[4], label="First schedule", interactive=False, height=300, alt_text="x_t under the first schedule"
+        )
+        right = gr.Image(
+            first[5], label="Second schedule", interactive=False, height=300, alt_text="x_t under the second schedule"
+        )
     caption = explanation(first[6])
 
     step_inputs = [choice, upload, schedule, t, seed, compare, match_log_snr]

@@ -18,7 +18,7 @@ import torch
 from core.device import pick_device
 from core.summary import ModelSummary, level_shapes, measure_forward_time, meta_unet, summarize
 from core.unet import PRESETS, UNet, UNetConfig
-from explorer.unet_diagram import OUTPUT_LABELS, unet_diagram
+from explorer.unet_diagram import OUTPUT_LABELS, PAPER_PLOT, unet_diagram
 from explorer.widgets import explanation, whole_number
 
 PRESET_CHOICES = ("tiny", "small", "seed", "custom")
@@ -393,7 +393,7 @@ def build_tab() -> tuple[list, list]:
             show = gr.Button("Show the network", variant="primary")
         with gr.Column(scale=2):
             figure, rows, line = default_report()
-            plot = gr.Plot(value=figure, label="The network's shape")
+            plot = gr.Plot(value=figure, label="The network's shape", elem_classes=[PAPER_PLOT])
             summary = gr.Markdown(line, label="Size and speed")
     table = gr.Dataframe(
         value=rows,
