@@ -10,7 +10,8 @@ the plots follow the theme instead:
   show on both, hover boxes on white (their text is dark on any page) and grey modebar icons;
 - in the dark theme `THEME_CSS` (added to the app's CSS) turns the figures' own text, titles, tick labels, legend,
   colour bar and annotations, to Gradio's `--body-text-color` (plotly writes its colours as inline styles, which
-  only an `!important` rule overrides);
+  only an `!important` rule overrides), and so does a series drawn in the palette's black, its ink (the Sample
+  tab's quality chart draws DPM++ 2M SDE in it: black lines on #27272a);
 - a drawing that needs its own white paper (the U-Net diagram: black arrows and captions between coloured boxes)
   keeps it (`on_paper`), and its `gr.Plot` carries the CSS class `PAPER_PLOT`, which the dark rules leave alone.
 
@@ -33,9 +34,16 @@ PAPER_PLOT = "paper-plot"  # CSS class of a gr.Plot whose figure keeps its white
 # the text plotly draws for the figure itself: tick labels (in the axis layers), titles, legend, colour bar and
 # annotations (in the info layer); not the hover boxes (.hoverlayer), which keep their white background
 _FIGURE_TEXT = f".dark .js-plotly-plot:not(.{PAPER_PLOT} *) :is(.xaxislayer-above, .yaxislayer-above, .infolayer) text"
+# a series drawn in the palette's black (explorer.figures.PALETTE: ink) as plotly writes it inline: its lines, its
+# markers and its legend sample
+_INK = ":is(.scatterlayer, .barlayer, .legend) path"
+_INK_STROKE = f'.dark .js-plotly-plot:not(.{PAPER_PLOT} *) {_INK}[style*="stroke: rgb(0, 0, 0)"]'
+_INK_FILL = f'.dark .js-plotly-plot:not(.{PAPER_PLOT} *) {_INK}[style*="fill: rgb(0, 0, 0)"]'
 THEME_CSS = f"""
 /* plots follow Gradio's dark theme (explorer/theme.py) */
 {_FIGURE_TEXT} {{fill: var(--body-text-color) !important}}
+{_INK_STROKE} {{stroke: var(--body-text-color) !important}}
+{_INK_FILL} {{fill: var(--body-text-color) !important}}
 """
 
 
