@@ -96,7 +96,7 @@ def device_line(device: torch.device | None = None) -> str:
         where = f"Running on {describe_device(device)}"
         if device.type == "cuda":
             where += f"; training with {speed_choices(device).describe()}"
-    return f'<span style="color:#888">{where} · core {__version__}</span>'
+    return f'<span style="color:var(--body-text-color-subdued)">{where} · core {__version__}</span>'
 
 
 def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:

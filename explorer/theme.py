@@ -39,12 +39,35 @@ _FIGURE_TEXT = f".dark .js-plotly-plot:not(.{PAPER_PLOT} *) :is(.xaxislayer-abov
 _INK = ":is(.scatterlayer, .barlayer, .legend) path"
 _INK_STROKE = f'.dark .js-plotly-plot:not(.{PAPER_PLOT} *) {_INK}[style*="stroke: rgb(0, 0, 0)"]'
 _INK_FILL = f'.dark .js-plotly-plot:not(.{PAPER_PLOT} *) {_INK}[style*="fill: rgb(0, 0, 0)"]'
-THEME_CSS = f"""
+# Gradio's default theme, in the light theme: its "subdued" grey (the one-line explanation under every control, a
+# slider's ends, the captions under pictures) is neutral-400, 1.9:1 on white, and white on its orange buttons and
+# its orange selected tab is 2.8:1 (3.6:1 in the dark theme), white on its red Stop button 3.8:1, its links 4.1:1
+# on grey (2.8:1 in the dark theme). A custom property that another one names is resolved where it is declared
+# (Gradio's :root and :root .dark), so the ones the page uses are set again here, on the body, for each theme.
+_READABLE = """
+:root body:not(.dark) {
+  --body-text-color-subdued: var(--neutral-600); --block-info-text-color: var(--neutral-600);
+  --button-primary-background-fill: var(--primary-700); --button-primary-background-fill-hover: var(--primary-800);
+  --button-primary-border-color: var(--primary-700); --button-primary-border-color-hover: var(--primary-800);
+  --button-cancel-background-fill: #dc2626; --button-cancel-background-fill-hover: #b91c1c;
+  --button-cancel-border-color: #dc2626; --button-cancel-border-color-hover: #b91c1c;
+  --color-accent: var(--primary-700); --link-text-color: var(--secondary-700);
+  --link-text-color-hover: var(--secondary-800); --link-text-color-visited: var(--secondary-800);
+}
+:root body.dark {
+  --button-primary-background-fill: var(--primary-700); --button-primary-background-fill-hover: var(--primary-800);
+  --button-primary-border-color: var(--primary-700); --button-primary-border-color-hover: var(--primary-800);
+  --link-text-color: var(--secondary-300); --link-text-color-hover: var(--secondary-200);
+  --link-text-color-visited: var(--secondary-300);
+}
+"""
+_PLOTS = f"""
 /* plots follow Gradio's dark theme (explorer/theme.py) */
 {_FIGURE_TEXT} {{fill: var(--body-text-color) !important}}
 {_INK_STROKE} {{stroke: var(--body-text-color) !important}}
 {_INK_FILL} {{fill: var(--body-text-color) !important}}
 """
+THEME_CSS = _READABLE + _PLOTS
 
 
 def themed(fig: go.Figure) -> go.Figure:

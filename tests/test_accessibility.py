@@ -3,8 +3,10 @@
 - Contrast: in Gradio's dark theme (`?__theme=dark`) and in its light one, on every tab found on the page, the text
   of every plotly figure (tick labels, titles, axis titles, legend, colour bar, annotations) has a WCAG contrast ratio
   of at least 4.5:1 against what lies behind it: the first opaque background among its ancestors, with the figure's
-  paper (plotly paints it on the first of its stacked SVGs) and any half-transparent layers composed over it. A
-  screenshot of each tab in the dark theme goes to tests/artifacts/dark_<tab>.png.
+  paper (plotly paints it on the first of its stacked SVGs) and any half-transparent layers composed over it; so
+  does every other text on the page (the one-line explanations under the controls, buttons, the selected tab,
+  links), and every plotted line and marker stands out from its background (at least 2:1). A screenshot of each
+  tab in the dark theme goes to tests/artifacts/dark_<tab>.png.
 - Keyboard: on each tab, chosen from the tab bar with Enter, pressing Tab from the tab bar reaches every visible
   control of the tab (buttons, fields, sliders, menus, checkboxes, one radio of each group, file drops, accordions,
   the plots' tool buttons); ticking a schedule with Space redraws the Schedules tab's plot, the Forward process tab's
@@ -39,10 +41,10 @@ THEMES = ("dark", "light")
 PANEL_JS = """() => [...document.querySelectorAll('.tabitem')]
     .find(p => p.getClientRects().length && !p.parentElement.closest('.tabitem'))"""
 
-# every element of the visible tab's plots that matches `selector`: the colour it is painted in (its computed `paint`
-# property, fill or stroke, with its opacity) and the colour behind it, composed as the browser paints them
-CONTRAST_JS = """({selector, paint}) => {
-    const panel = (__PANEL__)();
+# colours as the browser paints them: rgba() parsed, layers composed, WCAG's contrast ratio, and what lies behind an
+# element: its ancestors' backgrounds down to the first opaque one, with a plotly figure's paper (its first
+# .main-svg's background, painted under the SVGs stacked over it, which hold the titles and legend)
+COLOURS_JS = """
     const rgba = css => {
         const m = css && css.match(/rgba?\\(([^)]*)\\)/);
         if (!m) return [0, 0, 0, 0];  // 'none', 'transparent'
@@ -56,8 +58,6 @@ CONTRAST_JS = """({selector, paint}) => {
         const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
         return (hi + 0.05) / (lo + 0.05);
     };
-    // the layers behind el, nearest first, down to the first opaque one; a plotly figure's paper is its first
-    // .main-svg's background, painted under the SVGs stacked over it (which hold the titles and legend)
     const behind = el => {
         const layers = [];
         for (let e = el; e; e = e.parentElement) {
@@ -70,20 +70,45 @@ CONTRAST_JS = """({selector, paint}) => {
         }
         return layers.reverse().reduce((under, top) => over(top, under), [255, 255, 255, 1]);  // the canvas: white
     };
+    const seen = (colour, alpha, background) => over([colour[0], colour[1], colour[2], colour[3] * alpha], background);
+    const rgb = c => c.slice(0, 3).map(Math.round).join(',');
+"""
+# every element of the visible tab's plots that matches `selector`: the colour it is painted in (its computed `paint`
+# property, fill or stroke, with its opacity) against the colour behind it
+CONTRAST_JS = """({selector, paint}) => {
+    const panel = (__PANEL__)();
+    __COLOURS__
     const drawn = e => e.getClientRects().length && (e.tagName !== 'text' || e.textContent.trim());
     return [...panel.querySelectorAll('.js-plotly-plot')].filter(p => p.getClientRects().length).flatMap(plot =>
         [...plot.querySelectorAll(selector)].filter(drawn).map(e => {
             const style = getComputedStyle(e);
-            const alpha = Number(style[paint + 'Opacity']) * Number(style.opacity);
             const background = behind(e);
-            const colour = rgba(style[paint]);
-            const seen = over([colour[0], colour[1], colour[2], colour[3] * alpha], background);
+            const alpha = Number(style[paint + 'Opacity']) * Number(style.opacity);
+            const colour = seen(rgba(style[paint]), alpha, background);
             return {plot: plot.closest('.block').querySelector('[data-testid=block-label]')?.innerText || '?',
                     text: (e.textContent.trim() || e.closest('.trace, .traces')?.textContent || '').slice(0, 30),
-                    ratio: ratio(seen, background), colour: seen.slice(0, 3).map(Math.round).join(','),
-                    background: background.slice(0, 3).map(Math.round).join(',')};
+                    ratio: ratio(colour, background), colour: rgb(colour), background: rgb(background)};
         }));
-}""".replace("__PANEL__", PANEL_JS)
+}""".replace("__PANEL__", PANEL_JS).replace("__COLOURS__", COLOURS_JS)
+# every visible text of the page outside the plots (the header, the tab bar, the visible tab, the footer) against
+# the colour behind it; text of a disabled control is left out (WCAG 1.4.3 exempts inactive controls)
+PAGE_TEXT_JS = """() => {
+    __COLOURS__
+    const found = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const e = node.parentElement;
+        const shown = node.textContent.trim() && e.getClientRects().length;
+        if (!shown || e.closest('svg, :disabled, [aria-disabled=true]')) continue;
+        const style = getComputedStyle(e);
+        if (style.visibility === 'hidden') continue;
+        const background = behind(e);
+        const colour = seen(rgba(style.color), Number(style.opacity), background);
+        found.push({text: node.textContent.trim().slice(0, 40), ratio: ratio(colour, background), colour: rgb(colour),
+                    background: rgb(background), size: style.fontSize});
+    }
+    return found;
+}""".replace("__COLOURS__", COLOURS_JS)
 # how many plots and traces the visible tab shows, or null while a plot is still drawing (Gradio renders a tab's
 # components when it is first shown, and a callback may redraw a plot; a gr.Plot without a figure shows an empty
 # box, not a plotly div)
@@ -194,12 +219,13 @@ def measure(page, selector: str, paint: str, tab: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("themed_page", THEMES, indirect=True)
-def test_plot_text_reads_in_both_themes(themed_page, artifacts):
+def test_text_and_plots_read_in_both_themes(themed_page, artifacts):
     theme, page = themed_page
     assert page.evaluate("() => document.body.classList.contains('dark')") == (theme == "dark")
-    measured, marks, plots_seen = [], [], set()
+    measured, marks, page_texts, plots_seen = [], [], [], set()
     for name in tab_names(page):
         show_tab(page, name)
+        page_texts += [{**text, "tab": name} for text in page.evaluate(PAGE_TEXT_JS)]
         texts = measure(page, PLOT_TEXT, "fill", name)
         measured += texts
         marks += measure(page, LINES, "stroke", name) + measure(page, MARKERS, "fill", name)
@@ -210,11 +236,14 @@ def test_plot_text_reads_in_both_themes(themed_page, artifacts):
     # Sample (the quality chart)
     assert len(plots_seen) >= 10, plots_seen
     worst, faintest = sorted(measured, key=contrast)[:5], sorted(marks, key=contrast)[:5]
+    worst_page = sorted(page_texts, key=contrast)[:5]
     print(
         f"{theme}: {len(measured)} texts in {len(plots_seen)} plots, contrast from {worst[0]['ratio']:.2f}; "
-        f"{len(marks)} lines and markers, from {faintest[0]['ratio']:.2f}"
+        f"{len(marks)} lines and markers, from {faintest[0]['ratio']:.2f}; "
+        f"{len(page_texts)} texts of the page, from {worst_page[0]['ratio']:.2f}"
     )
     assert all(text["ratio"] >= WCAG_AA for text in measured), worst
+    assert len(page_texts) >= 500 and all(text["ratio"] >= WCAG_AA for text in page_texts), worst_page
     assert len(marks) >= 20 and all(mark["ratio"] >= VISIBLE for mark in marks), faintest
 
 
