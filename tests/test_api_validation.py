@@ -29,6 +29,8 @@ FORWARD = {"upload": None}
 SDEDIT = {"upload": None, "sketch": None}
 MAX_SEED = 2**31 - 1
 MY_PICTURES = "My pictures (upload a .zip below)"
+DRAWING_LABEL = "2D: my drawing (click points on a canvas)"
+EMPTY_DRAWING = "**0 points** from 0 clicks or typed lines. Training needs at least 8 points."
 
 
 def below(value: object, minimum: object) -> str:
@@ -275,10 +277,18 @@ CASES = [
     case("/guidance_sweep", not_a_choice("nope"), SAMPLE, spacing="nope"),
     case("/guidance_sweep", says("Guidance needs a class-conditional model"), SAMPLE),  # valid values, no classes
     case("/show_guidance_step", below(-1, 0), index=-1),
+    case("/show_field_step", below(-1, 0), index=-1),
     case("/show_guidance_step", says("unknown model 'nope'; choose one of: Digits (pretrained)"), model="nope"),
     case("/sampler_quality", says("unknown model 'nope'; choose one of: Digits (pretrained)"), model="nope"),
     case("/measure_quality", says("unknown model 'nope'; choose one of: Digits (pretrained)"), model="nope"),
     case("/measure_quality", says("measuring is for your own models"), model="Digits (pretrained)"),
+    # the Train tab's drawing (2D: my drawing)
+    case("/drawing_add_points", says("line 1: 'nope' is not two numbers like '0.5, -0.2'"), text="nope"),
+    case("/drawing_add_points", says("line 2: (2, 0) is outside the canvas"), text="0, 0\n2, 0"),
+    case("/drawing_add_points", says("no points given"), text=""),
+    case("/drawing_add_points", below(-1, 0), text="0, 0", spread=-1),
+    case("/drawing_add_points", above(1, 0.2), text="0, 0", spread=1),
+    case("/train", says("draw at least 8 points first (there are 0)"), TRAIN, dataset_label=DRAWING_LABEL),
     # Experiments (a fresh client has no runs, so any run name is not a choice)
     case("/list_runs", not_a_choice("run 1"), chosen=["run 1"]),
     case("/compare_runs", not_a_choice("nope"), chosen=["nope"]),
@@ -301,6 +311,8 @@ NO_PARAMETERS = {
     "/stop_measuring": ("Nothing to stop: nothing is being measured.", False),
     "/export_gif": ("Sample first: there is no run to turn into a GIF yet.", True),
     "/score_samples": ("Sample first, and let the run finish: only finished samples can be scored.", True),
+    "/drawing_undo": (EMPTY_DRAWING, False),
+    "/drawing_clear": (EMPTY_DRAWING, False),
 }
 # Parameters the table need not cover: a checkbox has no bad value, and uploads are tests/test_upload_limits.py's.
 EXEMPT_TYPES = ("bool", "filepath")
