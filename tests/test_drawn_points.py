@@ -33,7 +33,7 @@ from explorer.drawing import (
     plane_to_pixel,
 )
 from explorer.sessions import SessionRegistry
-from explorer.tabs.drawing import DRAWING_LABEL, DrawingPanel
+from explorer.tabs.drawing import DRAWING_LABEL, DrawingPanel, shown_for
 from explorer.tabs.sample import SampleTab
 from explorer.tabs.train import DATASETS, PRESETS, TrainTab, dataset_defaults
 
@@ -150,6 +150,7 @@ def test_the_set_is_normalised_like_the_toy_sets():
     with pytest.raises(ValueError, match="outside the canvas"):
         cloud((1.2, 0.0), 0.0, torch.Generator())
     assert DATASETS[DRAWING_LABEL] == DRAWING and dataset_defaults(DRAWING_LABEL)[0].value == "eps"
+    assert shown_for(DRAWING_LABEL).visible and not shown_for(next(iter(DATASETS))).visible
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,11 @@ def count_text(drawing: Drawing) -> str:
     return f"**{n} point{'s' * (n != 1)}** from {clicks_text}. {ready}"
 
 
+def shown_for(dataset_label: str) -> gr.Group:
+    """The drawing's group, shown when the Train tab's dataset is the drawing."""
+    return gr.Group(visible=dataset_label == DRAWING_LABEL)
+
+
 class DrawingPanel:
     """The drawing's callbacks, bound to one SessionRegistry (each user draws their own)."""
 
@@ -122,6 +127,7 @@ class DrawingPanel:
                 format="png",
                 buttons=[],
                 elem_id="train-drawing-canvas",
+                alt_text="Your drawing: the points of your 2D data set on a grid from -1 to 1 (type points below)",
             )
             self.spread = gr.Slider(
                 0,
@@ -143,7 +149,7 @@ class DrawingPanel:
 
     def wire(self, dataset: gr.Dropdown) -> None:
         """The group shows for the drawing data set; the canvas follows clicks, typed points, Undo and Clear."""
-        dataset.change(lambda label: gr.Group(visible=label == DRAWING_LABEL), dataset, self.group, api_name=False)
+        dataset.change(shown_for, dataset, self.group, api_name=False)
         shown = [self.canvas, self.count]
         self.canvas.select(self.click, self.spread, shown, api_name=False, show_progress="hidden")
         self.add_button.click(self.add_typed, [self.typed, self.spread], shown, api_name="drawing_add_points")
