@@ -267,6 +267,19 @@ def choose_tab_by_keyboard(page, index: int) -> None:
     )
 
 
+def tab_through(page, name: str) -> list[dict]:
+    """Tab from tab `name`'s button through its panel until the focus leaves it (for the footer); the panel's
+    controls, each with whether the focus reached it (MARK_FOCUS_JS must have run on the page)."""
+    page.evaluate(CLEAR_MARKS_JS)
+    page.get_by_role("tab", name=name, exact=True).focus()
+    for _ in range(100):
+        for _ in range(TAB_BATCH):
+            page.keyboard.press("Tab")
+        if page.evaluate(FOCUS_REGION_JS) in ("other", "none"):
+            break
+    return page.evaluate(CONTROLS_JS)
+
+
 @pytest.mark.parametrize("themed_page", ["light"], indirect=True)
 def test_every_control_is_reached_by_keyboard(themed_page):
     _, page = themed_page  # the keyboard does not depend on the theme: checked once, in the light one
@@ -275,19 +288,40 @@ def test_every_control_is_reached_by_keyboard(themed_page):
     for index, name in enumerate(tab_names(page)):
         choose_tab_by_keyboard(page, index)
         wait_for_plots(page)
-        page.evaluate(CLEAR_MARKS_JS)
-        page.get_by_role("tab", name=name, exact=True).focus()
-        for _ in range(100):  # Tab from the tab bar through the panel until the focus leaves it (for the footer)
-            for _ in range(TAB_BATCH):
-                page.keyboard.press("Tab")
-            if page.evaluate(FOCUS_REGION_JS) in ("other", "none"):
-                break
-        controls = page.evaluate(CONTROLS_JS)
+        controls = tab_through(page, name)
         counts[name] = len(controls)
         missed[name] = [c["what"] for c in controls if not c["reached"]]
     print("controls per tab:", counts)
     assert all(count >= 3 for count in counts.values()), counts
     assert not any(missed.values()), {name: what for name, what in missed.items() if what}
+
+
+@pytest.mark.parametrize("themed_page", ["light"], indirect=True)
+def test_a_2d_data_set_is_drawn_by_keyboard(themed_page):
+    """The Train tab's drawing canvas takes clicks; its keyboard way in is the typed-points box: choose the data set
+    in the Dataset menu with the keyboard, type two points, add them with Enter on the button; every control of the
+    drawing is reached, and the canvas says what it shows."""
+    _, page = themed_page
+    page.evaluate(MARK_FOCUS_JS)
+    choose_tab_by_keyboard(page, tab_names(page).index("Train"))
+    assert press_tab_until(
+        page, "e => e.getAttribute('role') === 'combobox' && e.getAttribute('aria-label') === 'Dataset'"
+    )
+    page.keyboard.type("my drawing")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    page.locator("#train-drawing-text").wait_for(state="visible", timeout=30_000)
+    controls = tab_through(page, "Train")
+    assert not [c["what"] for c in controls if not c["reached"]]
+    assert press_tab_until(page, "e => !!e.closest('#train-drawing-text')")
+    page.keyboard.type("0.5, 0.5")
+    page.keyboard.press("Enter")
+    page.keyboard.type("-0.5, -0.5")
+    assert press_tab_until(page, "e => e.id === 'train-drawing-add'", limit=5)
+    page.keyboard.press("Enter")
+    page.locator("#train-drawing-count").get_by_text("from 2 clicks or typed lines").wait_for(timeout=30_000)
+    alt = page.locator("#train-drawing-canvas img").get_attribute("alt")
+    assert alt and "drawing" in alt.lower()
 
 
 @pytest.mark.parametrize("themed_page", ["light"], indirect=True)
