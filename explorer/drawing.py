@@ -89,7 +89,7 @@ class Drawing:
 
 
 def canvas_picture(points: Tensor | None, last: list[Tensor] | None = None, size: int = CANVAS_PIXELS) -> np.ndarray:
-    """The canvas (uint8 RGB, size x size): a light grid every GRID_STEP, the axes, the corners' coordinates, and
+    """The canvas (uint8 RGB, size x size): a light grid every GRID_STEP, the axes, two corners' coordinates, and
     `points` (then the `last` stroke in LAST_COLOUR) as dots."""
     image = Image.new("RGB", (size, size), "white")
     draw = ImageDraw.Draw(image)
@@ -100,8 +100,9 @@ def canvas_picture(points: Tensor | None, last: list[Tensor] | None = None, size
         colour = (150, 150, 150) if abs(value) < 1e-9 else (228, 228, 228)
         draw.line([(px, 0), (px, size)], fill=colour)
         draw.line([(0, py), (size, py)], fill=colour)
-    draw.text((4, 2), f"(-{CANVAS_EXTENT:g}, {CANVAS_EXTENT:g})", fill=(110, 110, 110))
-    draw.text((size - 54, size - 14), f"({CANVAS_EXTENT:g}, -{CANVAS_EXTENT:g})", fill=(110, 110, 110))
+    # two corners' coordinates (the top-left one sits under the picture's label)
+    draw.text((4, size - 14), f"(-{CANVAS_EXTENT:g}, -{CANVAS_EXTENT:g})", fill=(110, 110, 110))
+    draw.text((size - 40, 4), f"({CANVAS_EXTENT:g}, {CANVAS_EXTENT:g})", fill=(110, 110, 110))
     for group, colour in ((points, POINT_COLOUR), (torch.cat(last) if last else None, LAST_COLOUR)):
         if group is None:
             continue
