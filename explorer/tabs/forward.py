@@ -134,6 +134,11 @@ def use_upload(upload: str | None) -> str | gr.Radio:
     return MY_UPLOAD if upload else gr.Radio()
 
 
+def noised_picture(value: np.ndarray, label: str, alt_text: str) -> gr.Image:
+    """One of the tab's pictures (x_t, its parts, the two schedules'), with what a screen reader says it shows."""
+    return gr.Image(value, label=label, interactive=False, height=300, alt_text=alt_text)
+
+
 def build_tab() -> dict[str, gr.components.Component]:
     """Layout and wiring of the Forward process tab. Returns the controls that choose the picture and its noise
     (picture, upload, schedule, t, seed), which the SDEdit section under it reads (explorer.tabs.sdedit)."""
@@ -174,26 +179,18 @@ def build_tab() -> dict[str, gr.components.Component]:
             )
         with gr.Column(scale=3):
             with gr.Row():
-                x_t_image = gr.Image(
-                    first[0],
-                    label="x_t: what the model sees",
-                    interactive=False,
-                    height=300,
-                    alt_text="x_t: the picture drowned in noise up to the chosen step t",
+                x_t_image = noised_picture(
+                    first[0], "x_t: what the model sees", "x_t: the picture drowned in noise up to the chosen step t"
                 )
-                signal_image = gr.Image(
+                signal_image = noised_picture(
                     first[1],
-                    label="sqrt(alpha-bar) x_0: the fading picture",
-                    interactive=False,
-                    height=300,
-                    alt_text="The picture scaled by sqrt(alpha-bar_t): what is left of it at step t",
+                    "sqrt(alpha-bar) x_0: the fading picture",
+                    "The picture scaled by sqrt(alpha-bar_t): what is left of it at step t",
                 )
-                noise_image = gr.Image(
+                noise_image = noised_picture(
                     first[2],
-                    label="sqrt(1 - alpha-bar) eps: the noise",
-                    interactive=False,
-                    height=300,
-                    alt_text="The Gaussian noise scaled by sqrt(1 - alpha-bar_t): the noise mixed in at step t",
+                    "sqrt(1 - alpha-bar) eps: the noise",
+                    "The Gaussian noise scaled by sqrt(1 - alpha-bar_t): the noise mixed in at step t",
                 )
             histogram = gr.Plot(first[3], label="Pixel values of x_t: they become a bell curve as t grows")
     strip = gr.Gallery(
@@ -218,12 +215,8 @@ def build_tab() -> dict[str, gr.components.Component]:
             info="Off: both at the same t. On: the second at the step with equal SNR.",
         )
     with gr.Row():
-        left = gr.Image(
-            first[4], label="First schedule", interactive=False, height=300, alt_text="x_t under the first schedule"
-        )
-        right = gr.Image(
-            first[5], label="Second schedule", interactive=False, height=300, alt_text="x_t under the second schedule"
-        )
+        left = noised_picture(first[4], "First schedule", "x_t under the first schedule")
+        right = noised_picture(first[5], "Second schedule", "x_t under the second schedule")
     caption = explanation(first[6])
 
     step_inputs = [choice, upload, schedule, t, seed, compare, match_log_snr]
