@@ -9,13 +9,19 @@ Train tab's Dataset menu once it held 11 data sets). The options are chosen with
 field (the list is an ARIA listbox driven by aria-activedescendant), so the list itself never needs the focus: the
 script takes every listbox out of the Tab order (tabindex -1) as soon as it appears.
 
-tests/test_accessibility.py tabs through every tab and fails on any control the keyboard does not reach.
+Plotly's toolbar over each plot ends in its logo, a link to plotly.com with no name: one more Tab stop per plot that
+a screen reader reads as "link" and that leads off the app. The style here hides it (the figure's config, where
+plotly.js would take `displaylogo: false`, is not passed on by gr.Plot).
+
+tests/test_accessibility.py tabs through every tab and fails on any control the keyboard does not reach or that
+has no name.
 """
 
 from __future__ import annotations
 
 # runs once in <head>: marks the listboxes there are and, through a MutationObserver, every one Gradio adds later
-KEYBOARD_HEAD = """<script>
+KEYBOARD_HEAD = """<style>.js-plotly-plot .plotly .modebar-group a.modebar-btn--logo {display: none}</style>
+<script>
 (() => {
   const unfocusable = root => root.querySelectorAll('[role=listbox]:not([tabindex])')
     .forEach(list => list.setAttribute('tabindex', '-1'));

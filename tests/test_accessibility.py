@@ -142,11 +142,21 @@ CONTROLS_JS = """() => {
     const controls = [...panel.querySelectorAll(selector)]
         .filter(e => shown(e) && !e.disabled && e.type !== 'hidden' && !composite(e));
     const groupReached = name => panel.querySelector(`input[type=radio][name="${name}"][data-reached]`);
-    const name = e => (e.getAttribute('aria-label') || e.innerText || e.value || e.title || '').trim().slice(0, 40);
+    // its accessible name, roughly as a screen reader finds it: aria-label(ledby), its <label>, its text, the name
+    // of an icon button or the alt text of a picture inside it (Gradio shows a picture in a button), its title or
+    // placeholder (a radio or checkbox is named by its label alone)
+    const labelled = e => (e.getAttribute('aria-labelledby') || '').split(' ')
+        .map(id => document.getElementById(id)?.innerText || '').join(' ');
+    const name = e => (e.getAttribute('aria-label') || labelled(e) || (e.labels && e.labels[0]?.innerText)
+        || (['radio', 'checkbox'].includes(e.type) ? '' : e.innerText || e.value)
+        || e.querySelector('[aria-label]')?.getAttribute('aria-label') || e.querySelector('img')?.alt || e.title
+        || e.placeholder || '')
+        .trim().slice(0, 40);
     const block = e => e.closest('.block')?.querySelector('[data-testid=block-label], label span')?.innerText || '';
     return controls.map(e => ({
         what: `${e.tagName.toLowerCase()}[${e.type || e.getAttribute('role') || ''}] "${name(e)}" in "${block(e)}"`,
         reached: e.hasAttribute('data-reached') || (e.type === 'radio' && !!groupReached(e.name)),
+        named: !!name(e),
     }));
 }""".replace("__PANEL__", PANEL_JS)
 # the visible tab's pictures: each one's alt text and the label of the block that shows it
@@ -284,16 +294,18 @@ def tab_through(page, name: str) -> list[dict]:
 def test_every_control_is_reached_by_keyboard(themed_page):
     _, page = themed_page  # the keyboard does not depend on the theme: checked once, in the light one
     page.evaluate(MARK_FOCUS_JS)
-    missed, counts = {}, {}
+    missed, unnamed, counts = {}, {}, {}
     for index, name in enumerate(tab_names(page)):
         choose_tab_by_keyboard(page, index)
         wait_for_plots(page)
         controls = tab_through(page, name)
         counts[name] = len(controls)
         missed[name] = [c["what"] for c in controls if not c["reached"]]
+        unnamed[name] = [c["what"] for c in controls if not c["named"]]
     print("controls per tab:", counts)
     assert all(count >= 3 for count in counts.values()), counts
     assert not any(missed.values()), {name: what for name, what in missed.items() if what}
+    assert not any(unnamed.values()), {name: what for name, what in unnamed.items() if what}
 
 
 @pytest.mark.parametrize("themed_page", ["light"], indirect=True)
