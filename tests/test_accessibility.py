@@ -5,8 +5,9 @@
   of at least 4.5:1 against what lies behind it: the first opaque background among its ancestors, with the figure's
   paper (plotly paints it on the first of its stacked SVGs) and any half-transparent layers composed over it; so
   does every other text on the page (the one-line explanations under the controls, buttons, the selected tab,
-  links), and every plotted line and marker stands out from its background (at least 2:1). A screenshot of each
-  tab in the dark theme goes to tests/artifacts/dark_<tab>.png.
+  links), and every plotted line and marker stands out from its background (at least 2:1). In the dark theme the
+  same again after a Train tab Step and a Sample run (the loss plot, the visited-timesteps plot, their pictures). A
+  screenshot of each in the dark theme goes to tests/artifacts/dark_<tab>.png.
 - Keyboard: on each tab, chosen from the tab bar with Enter, pressing Tab from the tab bar reaches every visible
   control of the tab (buttons, fields, sliders, menus, checkboxes, one radio of each group, file drops, accordions,
   the plots' tool buttons); ticking a schedule with Space redraws the Schedules tab's plot, the Forward process tab's
@@ -233,18 +234,36 @@ def test_text_and_plots_read_in_both_themes(themed_page, artifacts):
     theme, page = themed_page
     assert page.evaluate("() => document.body.classList.contains('dark')") == (theme == "dark")
     measured, marks, page_texts, plots_seen = [], [], [], set()
-    for name in tab_names(page):
-        show_tab(page, name)
-        page_texts += [{**text, "tab": name} for text in page.evaluate(PAGE_TEXT_JS)]
+
+    def look(name: str) -> None:
+        nonlocal plots_seen
+        page_texts.extend({**text, "tab": name} for text in page.evaluate(PAGE_TEXT_JS))
         texts = measure(page, PLOT_TEXT, "fill", name)
-        measured += texts
-        marks += measure(page, LINES, "stroke", name) + measure(page, MARKERS, "fill", name)
+        measured.extend(texts)
+        marks.extend(measure(page, LINES, "stroke", name) + measure(page, MARKERS, "fill", name))
         plots_seen |= {(name, text["plot"]) for text in texts}
         if theme == "dark":
             whole_page_screenshot(page, artifacts / f"dark_{slug(name)}.png")
+
+    for name in tab_names(page):
+        show_tab(page, name)
+        look(name)
     # every tab with a plot on show at the start: Schedules (4), Forward process (1), Time embedding (3), U-Net (1),
     # Sample (the quality chart)
     assert len(plots_seen) >= 10, plots_seen
+    if theme == "dark":  # the plots and pictures a run puts on show (the light page is kept fresh for the others)
+        show_tab(page, "Train")
+        page.locator("#train-step").click()
+        page.locator("#train-step-picture img").wait_for(timeout=60_000)
+        page.locator("#train-loss .js-plotly-plot .xtick").first.wait_for(timeout=60_000)
+        wait_for_plots(page)
+        look("Train after a step")
+        show_tab(page, "Sample")
+        page.locator("#sample-run").click()
+        page.locator("#sample-progress").get_by_text("Drag the slider").wait_for(timeout=60_000)
+        wait_for_plots(page)
+        look("Sample after a run")
+        assert {"Train after a step", "Sample after a run"} <= {tab for tab, _ in plots_seen}, plots_seen
     worst, faintest = sorted(measured, key=contrast)[:5], sorted(marks, key=contrast)[:5]
     worst_page = sorted(page_texts, key=contrast)[:5]
     print(
