@@ -1,4 +1,6 @@
-"""How the app's plots read in Gradio's light theme and in its dark one (`?__theme=dark`, or the system's choice).
+"""How the app reads in Gradio's light theme and in its dark one (`?__theme=dark`, or the system's choice): its
+plots, and the few colours of Gradio's default theme that are too faint for WCAG's 4.5:1 (`THEME_CSS`, added to
+the app's CSS).
 
 Gradio's `gr.Plot` draws a plotly figure as it is given: it passes no theme to plotly.js, so a figure styled for
 a white page keeps its white card on a dark page, and a figure with dark text on a transparent background loses
@@ -15,8 +17,11 @@ the plots follow the theme instead:
 - a drawing that needs its own white paper (the U-Net diagram: black arrows and captions between coloured boxes)
   keeps it (`on_paper`), and its `gr.Plot` carries the CSS class `PAPER_PLOT`, which the dark rules leave alone.
 
-tests/test_accessibility.py measures the contrast of every figure's text against what lies behind it, in both
-themes.
+Gradio's own faint colours (its grey for the one-line explanations under the controls, white on its orange
+buttons) are set again for each theme (`_READABLE`, with the measured ratios).
+
+tests/test_accessibility.py measures the contrast of every figure's text and of every text of the page against what
+lies behind it, in both themes.
 """
 
 from __future__ import annotations
