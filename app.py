@@ -3,11 +3,12 @@
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT are respected (Hugging Face Spaces sets them). `demo` is importable.
 """
 
-from explorer.app import CSS, LAUNCH_OPTIONS, build_app, warm_up
+from explorer.app import CSS, LAUNCH_OPTIONS, build_app
+from explorer.warm_up import warm_up
 
 demo = build_app()
 
 if __name__ == "__main__":
     demo.launch(css=CSS, prevent_thread_lock=True, **LAUNCH_OPTIONS)
-    warm_up()  # once the page answers: imports the first training would otherwise wait for
+    warm_up()  # once the page answers: what the first clicks would otherwise wait for (explorer/warm_up.py)
     demo.block_thread()

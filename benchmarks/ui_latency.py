@@ -55,7 +55,7 @@ from core.sampler_base import draw_noise
 from core.samplers import make_sampler, sample
 from explorer.tabs import embedding, forward, schedules, unet
 from explorer.tabs.lesson import CHAPTERS
-from explorer.tabs.train import DEFAULT_CONFIG, DEFAULT_DATASET, PRESETS, training_config
+from explorer.tabs.train import default_training
 from explorer.training_run import train_live
 
 SECTION_HEADING = "## UI latency (benchmarks/ui_latency.py)"
@@ -213,20 +213,7 @@ def lesson_rows(plays: list[list[Wait]]) -> list[str]:
 def live_training(seconds: float = 60.0) -> tuple[list[str], dict]:
     """A default live training as the Train tab runs it (its controls' defaults), with preview grids saved at
     PREVIEW_MOMENTS and the final EMA model scored like the race. Returns (table rows, scores)."""
-    config = training_config(
-        DEFAULT_DATASET,
-        None,
-        next(iter(PRESETS)),
-        DEFAULT_CONFIG.schedule,
-        DEFAULT_CONFIG.objective,
-        "seconds",
-        seconds,
-        DEFAULT_CONFIG.batch_size,
-        DEFAULT_CONFIG.lr,
-        DEFAULT_CONFIG.ema_decay,
-        0,
-        False,
-    )
+    config = default_training("seconds", seconds)
     moments = list(PREVIEW_MOMENTS)
     rows = []
     final = None

@@ -20,7 +20,6 @@ from core.device import describe_device, pick_device
 from explorer.compute_worker import single_thread_elsewhere
 from explorer.gradio_cache import make_picture_cache_atomic
 from explorer.keyboard import KEYBOARD_HEAD
-from explorer.models import pretrained, pretrained_names
 from explorer.sessions import SessionRegistry
 from explorer.tabs import (
     compare,
@@ -164,16 +163,6 @@ def build_app(registry: SessionRegistry | None = None) -> gr.Blocks:
     demo.link_bar = link_bar
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     return demo
-
-
-def warm_up() -> None:
-    """What the first clicks would otherwise wait for, done once the page is served (app.py calls it): every torch
-    optimizer imports torch._dynamo on first use (1.6 s on 2 cores, a training's first loss point), and the shipped
-    models load on first use (the lesson's Sample and guidance chapters)."""
-    import torch._dynamo  # noqa: F401
-
-    for name in pretrained_names():
-        pretrained(name)
 
 
 def free_port() -> int:

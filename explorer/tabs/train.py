@@ -149,6 +149,25 @@ def training_config(
     return config
 
 
+def default_training(length_unit: str = "seconds", length: float = DEFAULT_SECONDS) -> TrainConfig:
+    """The run the Train tab starts with its controls untouched (the lesson's), for `length` seconds or steps:
+    explorer/warm_up.py and benchmarks/ui_latency.py use it."""
+    return training_config(
+        dataset_label=DEFAULT_DATASET,
+        upload=None,
+        preset_label=next(iter(PRESETS)),
+        schedule=DEFAULT_CONFIG.schedule,
+        objective=DEFAULT_CONFIG.objective,
+        length_unit=length_unit,
+        length=length,
+        batch_size=DEFAULT_CONFIG.batch_size,
+        lr=DEFAULT_CONFIG.lr,
+        ema_decay=DEFAULT_CONFIG.ema_decay,
+        seed=0,
+        class_conditional=False,
+    )
+
+
 def dataset_defaults(dataset_label: str) -> tuple:
     """When the dataset changes between pictures and 2D points, switch objective, batch and lr to what works
     for that kind (the user can still change them)."""
