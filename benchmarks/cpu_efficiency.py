@@ -95,7 +95,9 @@ class Variant:
     model: dict = field(default_factory=dict)  # make_unet arguments over the preset's
     channels_last: bool = False
     compile: bool = False
-    norm: str = "group"  # "group" (the U-Net's GroupNorm) or "none" (removed: what normalisation costs at most)
+    # "group": the U-Net's GroupNorm; "contiguous": GroupNorm on a contiguous copy, its output back in the input's
+    # memory format (CPU GroupNorm is slow on channels_last); "none": removed (what normalisation costs at most)
+    norm: str = "group"
     adamw: dict = field(default_factory=dict)  # AdamW options over the Trainer's ({"fused": True})
     patch: int = 1  # > 1: the U-Net sees patch x patch pixels per position (PixelUnshuffle in, PixelShuffle out)
 
@@ -104,7 +106,8 @@ class Variant:
         parts += [f"AdamW {k}={v}" for k, v in self.adamw.items()]
         parts += [f"{self.patch}x{self.patch} patches"] * (self.patch > 1)
         parts += ["channels_last"] * self.channels_last + ["torch.compile"] * self.compile
-        parts += ["no GroupNorm"] * (self.norm == "none")
+        parts += [{"group": "", "none": "no GroupNorm", "contiguous": "GroupNorm on contiguous copies"}[self.norm]]
+        parts = [part for part in parts if part]
         return ", ".join(parts) or "-"
 
 
@@ -127,6 +130,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("fp32", "float32 instead of bf16 autocast", {"precision": "fp32"}),
     Variant("channels_last", "bf16 with channels_last weights and activations", channels_last=True),
     Variant("fp32-channels_last", "float32 with channels_last", {"precision": "fp32"}, channels_last=True),
+    Variant(
+        "channels_last-contiguous-norm",
+        "bf16, channels_last, GroupNorm on contiguous copies",
+        channels_last=True,
+        norm="contiguous",
+    ),
+    Variant(
+        "channels_last-no-norm", "bf16, channels_last, no GroupNorm (a cost ceiling)", channels_last=True, norm="none"
+    ),
     Variant("batch128", "batch 128", {"batch_size": 128}),
     Variant("batch256", "batch 256", {"batch_size": 256}),
     Variant("no-norm", "GroupNorm layers removed (a cost ceiling, not a network to train)", norm="none"),
@@ -166,6 +178,19 @@ VARIANTS: tuple[Variant, ...] = (
     ),
     Variant("compile", "torch.compile (inductor) of the live recipe's network", compile=True),
     Variant("w32-compile", "32, 64, 64 channels, torch.compile", model={"base_channels": 32}, compile=True),
+    Variant(
+        "channels_last-compile",
+        "bf16, channels_last, torch.compile (inductor writes its own GroupNorm kernels)",
+        channels_last=True,
+        compile=True,
+    ),
+    Variant(
+        "p2-w64-1lv-compile",
+        "2x2 patches, 64 channels, one level, torch.compile",
+        model={"base_channels": 64, "channel_mults": (1,)},
+        patch=2,
+        compile=True,
+    ),
 )
 BY_NAME = {variant.name: variant for variant in VARIANTS}
 
@@ -217,8 +242,8 @@ def build(variant: Variant, data: ImageDataset) -> Row:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = make_unet(config.preset, in_channels=data.channels * variant.patch**2, **variant.model)
-        if variant.norm == "none":
-            without_norms(model)
+        if variant.norm != "group":
+            replace_norms(model, variant.norm)
         if variant.patch > 1:
             model = Patched(model, variant.patch)
     replace_model(trainer, model, speed)
@@ -239,12 +264,28 @@ def build(variant: Variant, data: ImageDataset) -> Row:
     return row
 
 
-def without_norms(model: nn.Module) -> None:
-    """Replace every GroupNorm in the model by an identity (in place)."""
+class ContiguousGroupNorm(nn.GroupNorm):
+    """GroupNorm computed on a contiguous (NCHW) copy of its input, the result given back in the input's memory
+    format: what channels_last costs without CPU GroupNorm's slow channels_last kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return super().forward(x.contiguous()).contiguous(memory_format=layout)
+
+
+def replace_norms(model: nn.Module, norm: str) -> None:
+    """Replace every GroupNorm in the model (in place): by an identity ("none") or a ContiguousGroupNorm with the
+    same groups and weights ("contiguous")."""
     for module in list(model.modules()):
         for name, child in module.named_children():
-            if isinstance(child, nn.GroupNorm):
+            if not isinstance(child, nn.GroupNorm):
+                continue
+            if norm == "none":
                 setattr(module, name, nn.Identity())
+            else:
+                replacement = ContiguousGroupNorm(child.num_groups, child.num_channels, child.eps)
+                replacement.load_state_dict(child.state_dict())
+                setattr(module, name, replacement)
 
 
 def training_flops(trainer: Trainer, images: int = 2) -> float:
@@ -299,11 +340,14 @@ def conv_gflops(width: int, size: int, batch: int, kind: str, seconds: float) ->
 
 def conv_table(args: argparse.Namespace) -> list[tuple[int, int, dict[str, float]]]:
     """conv_gflops for each of args.conv_widths at each of CONV_SIZES, every kind, batch 64: the median over
-    args.rounds rounds (the kinds alternate within a round). Rows (width, size, {kind: GFLOP/s})."""
+    args.rounds rounds (the kinds alternate within a round), after waiting for a quiet machine (--quiet-wait).
+    Rows (width, size, {kind: GFLOP/s})."""
     batch = TrainConfig().batch_size
     rows = []
     for width in args.conv_widths:
         for size in CONV_SIZES:
+            if args.quiet_wait > 0:
+                wait_for_quiet(args.quiet_wait)
             rates: dict[str, list[float]] = {kind: [] for kind in CONV_KINDS}
             for _ in range(args.rounds):
                 for kind in CONV_KINDS:
@@ -585,7 +629,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     run_rounds(rows, args, lambda line: print(line, flush=True))
     convs = conv_table(args)
     by_name = {row.variant.name: row for row in rows}
-    profiles = {name: top_operators(by_name[name].trainer, args.profile_steps) for name in args.profile}
+    profiles = {}
+    for name in args.profile:
+        if args.quiet_wait > 0:
+            wait_for_quiet(args.quiet_wait)
+        profiles[name] = top_operators(by_name[name].trainer, args.profile_steps)
 
     end_warning = busy_warning()  # the machine may have become busy during the run
     warning = start_warning or (end_warning and end_warning.replace("this run started", "this run ended"))

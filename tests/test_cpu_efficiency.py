@@ -45,7 +45,7 @@ def test_a_variant_trains_its_own_network(cpu_efficiency):
     from core.training import TrainConfig, load_training_data
 
     data = load_training_data(TrainConfig())
-    for name in ("w32-2lv", "p2-w32-2lv", "no-norm", "fused-adamw"):
+    for name in ("w32-2lv", "p2-w32-2lv", "no-norm", "fused-adamw", "channels_last-contiguous-norm"):
         trainer = cpu_efficiency.build(cpu_efficiency.BY_NAME[name], data).trainer
         assert trainer.network is trainer.model  # what the loss calls is the network the optimizer steps
         optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
@@ -57,3 +57,14 @@ def test_a_variant_trains_its_own_network(cpu_efficiency):
         assert has_norm == (name != "no-norm")
         x = trainer.train_tensor[:2]
         assert trainer.model(x, torch.tensor([0, 999])).shape == x.shape
+
+
+def test_the_contiguous_group_norm_is_group_norm_in_the_input_s_layout(cpu_efficiency):
+    norm = torch.nn.GroupNorm(4, 16)
+    torch.nn.init.normal_(norm.weight)
+    contiguous = cpu_efficiency.ContiguousGroupNorm(4, 16)
+    contiguous.load_state_dict(norm.state_dict())
+    x = torch.randn(2, 16, 7, 7).to(memory_format=torch.channels_last)
+    out = contiguous(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, norm(x))
