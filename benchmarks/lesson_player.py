@@ -3,7 +3,8 @@
 A wait runs from the teacher's click (or key) to what the class waits to see, polled in the page every 10 ms: the
 chapter's tab open with its settings and its pictures loaded; the first loss point after Start; the run's end after
 Stop; a sample's finished pictures; the guidance sweep's grid. `play_lesson` returns each wait with its target
-(2 s; the first loss point 1 s). benchmarks/ui_latency.py reports them over repeats; tests/test_lesson_play.py
+(2 s; the first loss point 1 s). Between a chapter's opening and the next click the teacher reads the chapter
+(READ_PAUSE_S), as in class. benchmarks/ui_latency.py reports them over repeats; tests/test_lesson_play.py
 plays the lesson once and checks each step's outcome (timings are the benchmark's business, not the test's).
 """
 
@@ -24,6 +25,7 @@ FIRST_LOSS_TARGET_S = 1.0
 TIMEOUT_MS = 120_000
 LOADED_TEXT = "See every part of a denoising diffusion model move"
 WATCH_TRAINING_S = 3.0  # how long the class watches the live training before the teacher presses Stop
+READ_PAUSE_S = 2.0  # after a chapter opens, the teacher reads it aloud before the next click (the page settles)
 
 # true once every visible picture has loaded (a replaced picture has a new src that must load again)
 PICTURES_LOADED = "[...document.querySelectorAll('img')].filter(i => i.offsetParent).every(i => i.complete)"
@@ -77,7 +79,9 @@ class LessonPlayer:
         return start
 
     def click(self, selector: str) -> Action:
-        return lambda: self.page.locator(selector).click()
+        """A click on the element (dispatched in the page, so the wait starts at the click itself, not after
+        Playwright has scrolled to the button and waited for the layout to settle)."""
+        return lambda: self.page.locator(selector).evaluate("element => element.click()")
 
     def show_me(self, chapter: int, tab: str, ready: str) -> None:
         """Press the chapter's Show me (from the Lesson tab) and wait for its tab to be open and `ready`."""
@@ -86,6 +90,7 @@ class LessonPlayer:
         self.page.locator(f"#lesson-show-{chapter}").wait_for(timeout=TIMEOUT_MS)
         until = f"{SELECTED_TAB} === '{tab}' && {ready} && {PICTURES_LOADED}"
         self.timed("Show me", self.click(f"#lesson-show-{chapter}"), until)
+        time.sleep(READ_PAUSE_S)
 
     def set_number(self, label: str, value: str) -> Action:
         def action() -> None:
@@ -124,9 +129,10 @@ class LessonPlayer:
         )
 
         self.show_me(5, "Train", "!!document.querySelector('#train-start')")
+        # a loss point drawn (the plot shows empty axes before Start; Gradio may send the values as base64 bytes)
         loss_drawn = (
-            "(() => { const p = document.querySelector('#train-loss .js-plotly-plot');"
-            " return !!(p && p.data && p.data[0] && p.data[0].x); })()"
+            "(() => { const p = document.querySelector('#train-loss .js-plotly-plot'); const x = p && p.data"
+            " && p.data[0] && p.data[0].x; return !!x && (x.bdata ? atob(x.bdata).length : x.length) > 0; })()"
         )
         self.timed("Start: the first loss point", self.click("#train-start"), loss_drawn, FIRST_LOSS_TARGET_S)
         time.sleep(WATCH_TRAINING_S)

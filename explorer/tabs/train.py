@@ -358,7 +358,9 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
                 preview = pixel_picture(
                     "Preview", "The same noise each time, denoised by the model so far.", 420, elem_id="train-preview"
                 )
-                loss_plot = gr.Plot(label="Loss: how wrong the model's guesses are", elem_id="train-loss")
+                loss_plot = gr.Plot(  # empty axes before Start: the page loads Plotly now, not on the first point
+                    loss_figure([], [], []), label="Loss: how wrong the model's guesses are", elem_id="train-loss"
+                )
             with gr.Row():
                 bucket_plot = gr.Plot(label="Loss by timestep: very noisy (high t) and almost clean (low t)")
                 lr_plot = gr.Plot(label="Learning rate: warm-up, then a slow decay")
