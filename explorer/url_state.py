@@ -248,7 +248,9 @@ class ViewBinding:
         with another leader value, the rest is what that leader's callback chooses."""
         tab, values = view.tab, dict(view.values)
         leader = LEADERS.get(tab)
-        if leader is None or values.get(leader, leaders_now.get(tab)) == self.defaults[tab][leader]:
+        if leader is not None:
+            values.setdefault(leader, self.defaults[tab][leader])  # a view without it means its default
+        if leader is None or values[leader] == self.defaults[tab][leader]:
             values = {**self.defaults[tab], **values}
         pending: dict[str, dict | None] = dict.fromkeys(LEADERS)
         if leader in values and values[leader] != leaders_now.get(tab):

@@ -143,6 +143,17 @@ def test_a_view_changing_a_leader_keeps_the_rest_for_after_its_callback(binding)
     assert pending == {"sample": None, "train": None}
 
 
+def test_a_view_without_its_leader_resets_it_to_the_default(binding):
+    """A Train view that names no dataset, opened while the user trains on moons: the dataset goes back to the
+    default, and the rest follows after the dataset's own callback."""
+    view = parse(binding, "?tab=train&length=30")
+    updates, pending = binding.updates(view, {"sample": None, "train": "2D: two moons"})
+    train = {key: value for (t, key, _c), value in zip(binding.flat, updates, strict=True) if t == "train"}
+    assert train["dataset"] == binding.defaults["train"]["dataset"]
+    expected = {key: value for key, value in binding.defaults["train"].items() if key != "dataset"}
+    assert pending["train"] == {**expected, "length": 30}
+
+
 def test_a_view_is_the_whole_tab_the_rest_at_its_defaults(binding):
     view = parse(binding, "?tab=forward&t=10")
     updates, _pending = binding.updates(view, {"sample": None, "train": None})

@@ -73,7 +73,7 @@ CHAPTERS = (
         "Training shows the network a noisy picture at a random t and scores its guess of the clean picture (the "
         "loss). **Show me** sets up a one-minute run on handwritten digits: press **Start** and watch the loss "
         "fall and the preview turn from noise into digits. **Step** takes one update at a time and shows it.",
-        {"tab": "train", "dataset": "Digits: bundled MNIST (4,000 images, no download)", "length": 60},
+        {"tab": "train"},  # the Train tab's defaults: the bundled digits, tiny, 60 s
         "The loss flattens early, but the digits keep getting better. Why might that be?",
     ),
     Chapter(
