@@ -26,9 +26,10 @@ ratios reported (images/s against the live recipe's, useful GFLOP/s against the 
 those pairs' ratios. torch.compile'd variants are compiled (and their compile time reported) before the rounds.
 
 It prints a markdown report and writes it, with the machine description (CPU model, load average) and the command
-line, to benchmarks/RESULTS.md under "## CPU efficiency (benchmarks/cpu_efficiency.py)"; a run that starts or
-ends on a busy machine (1-minute load average above half the cores), or whose pairs often started while other
-processes ran, says so in bold in that section. From the repository root:
+line, to benchmarks/RESULTS.md under "## CPU efficiency (benchmarks/cpu_efficiency.py)"; a run that starts on a
+busy machine (1-minute load average above half the cores), ends while other processes use more than QUIET_CORES
+(/proc/stat), or whose pairs often started while other processes ran, says so in bold in that section. From the
+repository root:
 
     python benchmarks/cpu_efficiency.py                          # peaks, presets, convs, profile (~4 min, quiet)
     python benchmarks/cpu_efficiency.py --variants all           # and every variant (~15 min, compiles included)
@@ -635,8 +636,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             wait_for_quiet(args.quiet_wait)
         profiles[name] = top_operators(by_name[name].trainer, args.profile_steps)
 
-    end_warning = busy_warning()  # the machine may have become busy during the run
-    warning = start_warning or (end_warning and end_warning.replace("this run started", "this run ended"))
+    # the machine may have become busy during the run: other processes' use now (the 1-minute load average would
+    # count this run's own threads)
+    others = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else others_cpu()
+    end_warning = None
+    if others is not None and others > QUIET_CORES:
+        end_warning = (
+            f"other processes used {others:.1f} cores when this run ended: these timings are unreliable; rerun on "
+            "a quiet machine"
+        )
+    warning = start_warning or end_warning
     busy, checked = busy_pairs(rows)
     if not warning and busy > checked / 4:
         warning = (
