@@ -100,28 +100,14 @@ class Variant:
     # memory format (CPU GroupNorm is slow on channels_last); "none": removed (what normalisation costs at most)
     norm: str = "group"
     adamw: dict = field(default_factory=dict)  # AdamW options over the Trainer's ({"fused": True})
-    patch: int = 1  # > 1: the U-Net sees patch x patch pixels per position (PixelUnshuffle in, PixelShuffle out)
 
     def changes(self) -> str:
         parts = [f"{k}={v}" for k, v in {**self.config, **self.model}.items()]
         parts += [f"AdamW {k}={v}" for k, v in self.adamw.items()]
-        parts += [f"{self.patch}x{self.patch} patches"] * (self.patch > 1)
         parts += ["channels_last"] * self.channels_last + ["torch.compile"] * self.compile
         parts += [{"group": "", "none": "no GroupNorm", "contiguous": "GroupNorm on contiguous copies"}[self.norm]]
         parts = [part for part in parts if part]
         return ", ".join(parts) or "-"
-
-
-class Patched(nn.Module):
-    """A U-Net on patch x patch blocks of pixels stacked as channels (PixelUnshuffle), its output unstacked
-    (PixelShuffle): the same picture at 1/patch the resolution and patch^2 the channels, as DiT's patches."""
-
-    def __init__(self, unet: nn.Module, patch: int):
-        super().__init__()
-        self.unet, self.down, self.up = unet, nn.PixelUnshuffle(patch), nn.PixelShuffle(patch)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.up(self.unet(self.down(x), t, y))  # (B, C, H, W) -> (B, C p^2, H/p, W/p) -> back
 
 
 LIVE = Variant(REFERENCE, "the live recipe: TrainConfig's defaults, as the Train tab and the CLI train")
@@ -162,20 +148,17 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "p2-w32-2lv",
         "2x2 patches: 4 channels at 14x14; 32, 64 channels",
-        model={"base_channels": 32, "channel_mults": (1, 2)},
-        patch=2,
+        model={"base_channels": 32, "channel_mults": (1, 2), "patch_size": 2},
     ),
     Variant(
         "p2-w64-2lv",
         "2x2 patches: 4 channels at 14x14; 64, 128 channels",
-        model={"base_channels": 64, "channel_mults": (1, 2)},
-        patch=2,
+        model={"base_channels": 64, "channel_mults": (1, 2), "patch_size": 2},
     ),
     Variant(
         "p2-w64-1lv",
         "2x2 patches: 4 channels at 14x14; 64 channels, one level",
-        model={"base_channels": 64, "channel_mults": (1,)},
-        patch=2,
+        model={"base_channels": 64, "channel_mults": (1,), "patch_size": 2},
     ),
     Variant("compile", "torch.compile (inductor) of the live recipe's network", compile=True),
     Variant("w32-compile", "32, 64, 64 channels, torch.compile", model={"base_channels": 32}, compile=True),
@@ -188,8 +171,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "p2-w64-1lv-compile",
         "2x2 patches, 64 channels, one level, torch.compile",
-        model={"base_channels": 64, "channel_mults": (1,)},
-        patch=2,
+        model={"base_channels": 64, "channel_mults": (1,), "patch_size": 2},
         compile=True,
     ),
 )
@@ -239,14 +221,12 @@ def build(variant: Variant, data: ImageDataset) -> Row:
     trainer = Trainer(config, dataset=data)
     speed = SpeedChoices(bf16=trainer.bf16, channels_last=variant.channels_last, compile=variant.compile)
     model = None
-    if variant.model or variant.norm != "group" or variant.patch > 1:
+    if variant.model or variant.norm != "group":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            model = make_unet(config.preset, in_channels=data.channels * variant.patch**2, **variant.model)
+            model = make_unet(config.preset, in_channels=data.channels, **variant.model)
         if variant.norm != "group":
             replace_norms(model, variant.norm)
-        if variant.patch > 1:
-            model = Patched(model, variant.patch)
     replace_model(trainer, model, speed)
     if variant.adamw:
         options = trainer.optimizer.defaults

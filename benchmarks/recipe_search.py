@@ -29,24 +29,27 @@ import argparse
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import median
 
 import torch
 from common import RESULTS_PATH, busy_warning, command_line, machine_description, replace_model, section_header
+from cpu_efficiency import training_flops
 
 from core.data import load_dataset
 from core.device import available_cores
 from core.metrics import evaluate_samples, real_floor
 from core.sampler_base import draw_noise
-from core.samplers import make_sampler, sample
+from core.samplers import SamplingDefaults, make_sampler, sample
 from core.training import TrainConfig, Trainer
 from core.unet import make_unet
 
 SPLIT = "tune"  # the held-out digits for choosing (core.metrics.REFERENCE_SPLITS)
-SECTION = "## Live-training recipe, round 2: the U-Net that sees t (benchmarks/recipe_search.py)"
-DDIM_STEPS = 50
-SAMPLE_SEED = 1234
+REPORT = "report"  # the held-out digits for the numbers the project reports (the issue's targets)
+SPLITS = (SPLIT, REPORT)
+SECTION = "## Live-training recipe, round 3: the network that fills the matrix units (benchmarks/recipe_search.py)"
+SAMPLE_SEED = 1234  # x_T of seed s: SAMPLE_SEED + s
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,21 @@ class Variant:
     why: str
     config: dict = field(default_factory=dict)  # TrainConfig fields that differ from the defaults
     model: dict = field(default_factory=dict)  # "tiny" U-Net constructor arguments that differ
-    sampling: dict = field(default_factory=dict)  # make_sampler arguments that differ (the DDIM-50 samples)
+    sampling: dict = field(default_factory=dict)  # SamplingDefaults fields that differ (sampler, steps, eta, ...)
 
 
 # The base every variant changes: the shipped TrainConfig defaults (round 1's base had EMA 0.995).
 BASE: dict = {}
+DDIM50 = {"sampler": "ddim", "steps": 50, "spacing": "leading"}
+# The 2x2-patch networks (UNetConfig.patch_size): 4 channels at 14x14, so the convolutions are 2-4x wider for the
+# same positions x channels and fill the bf16 matrix units better (benchmarks/RESULTS.md "CPU efficiency").
+P2_W64_1LV = {"patch_size": 2, "base_channels": 64, "channel_mults": (1,)}
+
+
+def p2(width: int, **changes: object) -> dict:
+    """A two-level network on 2x2 patches: `width` channels at 14x14 and twice that at 7x7 (28-pixel digits)."""
+    return {"patch_size": 2, "base_channels": width, "channel_mults": (1, 2), **changes}
+
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("base", "the base recipe"),
@@ -92,28 +105,76 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("min-lr0", "cosine decay to 0 instead of 0.1 lr", {"min_lr_ratio": 0.0}),
     Variant("constant-lr", "no decay (min_lr_ratio 1)", {"min_lr_ratio": 1.0}),
     Variant("warmup200", "200 warm-up steps", {"warmup_steps": 200}),
-    Variant("eta1", "DDIM-50 with eta 1 (fresh noise at every step, like DDPM)", sampling={"eta": 1.0}),
-    Variant("linspace", "DDIM-50 timesteps spread from T-1 to 0 (linspace)", sampling={"spacing": "linspace"}),
-    Variant("trailing", "DDIM-50 timesteps from T-1 down to T/50-1 (trailing)", sampling={"spacing": "trailing"}),
+    Variant("ddim50", "DDIM-50, eta 0, leading timesteps (round 2's sampler)", sampling=DDIM50),
+    Variant("eta1", "DDIM-50 with eta 1 (fresh noise at every step, like DDPM)", sampling={**DDIM50, "eta": 1.0}),
+    Variant("dpm20", "DPM-Solver++(2M) SDE with 20 steps instead of 10", sampling={"steps": 20}),
     Variant("2-blocks", "two residual blocks per level", model={"num_res_blocks": 2}),
     Variant("mults124", "channel multipliers (1, 2, 4)", model={"channel_mults": (1, 2, 4)}),
     Variant("2-levels", "two levels (1, 2) instead of three", model={"channel_mults": (1, 2)}),
     Variant("base32", "32 base channels", model={"base_channels": 32}),
     Variant("mid-attention", "self-attention in the middle block", model={"mid_attention": True}),
+    Variant("p2-w64-1lv", "2x2 patches; 64 channels at 14x14, one level", model=P2_W64_1LV),
+    Variant("p2-w64-1lv-lr4e-3", "2x2 patches; 64 channels, one level; peak lr 4e-3", {"lr": 4e-3}, model=P2_W64_1LV),
+    Variant("p2-w64-1lv-lr1e-3", "2x2 patches; 64 channels, one level; peak lr 1e-3", {"lr": 1e-3}, model=P2_W64_1LV),
+    Variant("p2-w96-1lv", "2x2 patches; 96 channels, one level", model={**P2_W64_1LV, "base_channels": 96}),
+    Variant("p2-w64-2lv", "2x2 patches; 64 channels at 14x14, 128 at 7x7", model=p2(64)),
+    Variant("p2-w32-2lv", "2x2 patches; 32 channels at 14x14, 64 at 7x7", model=p2(32)),
+    Variant("p2-w40-2lv", "2x2 patches; 40 channels at 14x14, 80 at 7x7", model=p2(40)),
+    Variant("p2-w48-2lv", "2x2 patches; 48 channels at 14x14, 96 at 7x7", model=p2(48)),
+    Variant("p2-w32-14", "2x2 patches; 32 channels at 14x14, 128 at 7x7", model=p2(32, channel_mults=(1, 4))),
+    Variant(
+        "p2-w32-mid-attention",
+        "p2-w32-2lv with self-attention in the middle (49 positions)",
+        model=p2(32, mid_attention=True),
+    ),
+    Variant("p2-w48-mid-attention", "p2-w48-2lv with self-attention in the middle", model=p2(48, mid_attention=True)),
+    Variant(
+        "p2-w32-attention",
+        "p2-w32-2lv with self-attention at 7x7 and in the middle",
+        model=p2(32, attention_levels=(1,), mid_attention=True),
+    ),
+    Variant("p2-w32-2-blocks", "p2-w32-2lv with two residual blocks per level", model=p2(32, num_res_blocks=2)),
+    Variant("p2-w32-lr4e-3", "p2-w32-2lv at peak lr 4e-3", {"lr": 4e-3}, model=p2(32)),
+    Variant("p2-w32-batch128", "p2-w32-2lv, batch 128 at peak lr 4e-3", {"batch_size": 128, "lr": 4e-3}, model=p2(32)),
+    Variant(
+        "p4-w128-1lv",
+        "4x4 patches; 128 channels at 7x7, one level",
+        model={"patch_size": 4, "base_channels": 128, "channel_mults": (1,)},
+    ),
+    Variant(
+        "p4-w64-1lv",
+        "4x4 patches; 64 channels at 7x7, one level",
+        model={"patch_size": 4, "base_channels": 64, "channel_mults": (1,)},
+    ),
 )
 BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 
 @dataclass
-class Row:
-    variant: Variant
+class Run:
+    """One seed of one variant: its training and its samples' scores on both held-out splits."""
+
     steps: int
     images_per_second: float
-    metrics: dict
+    gflop_per_image: float
+    scores: dict[str, dict]  # split -> evaluate_samples' dict
+    floors: dict[str, float]  # split -> real-vs-real FD at the same n and seed
     sampling_seconds: float
 
+    def ratio(self, split: str) -> float:
+        return self.scores[split]["fd"] / self.floors[split]
 
-def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int | None) -> Row:
+    def digits_present(self, split: str) -> int:
+        return sum(count > 0 for count in self.scores[split]["class_histogram"])
+
+
+def sampling_of(variant: Variant, objective: str) -> SamplingDefaults:
+    """The sampler a variant's samples are drawn with: the checkpoint default for its objective (what the app and
+    the CLI sample a fresh model with), with the variant's changes."""
+    return replace(SamplingDefaults.for_objective(objective), **variant.sampling)
+
+
+def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int | None) -> Run:
     config = TrainConfig(
         **{"time_budget": budget, "steps": None, "seed": seed, "num_threads": threads, **BASE, **variant.config}
     )
@@ -123,34 +184,51 @@ def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             replace_model(trainer, make_unet(config.preset, in_channels=data.channels, **variant.model))
+    gflop = training_flops(trainer) / 1e9
     last = None
     for record in trainer.run():
         last = record
-    sampler = make_sampler("ddim", trainer.schedule, objective=config.objective, clip_x0=True, **variant.sampling)
-    generator = torch.Generator().manual_seed(SAMPLE_SEED)
+    chosen = sampling_of(variant, config.objective)
+    sampler = make_sampler(
+        chosen.sampler,
+        trainer.schedule,
+        eta=chosen.eta,
+        objective=config.objective,
+        clip_x0=True,
+        spacing=chosen.spacing,
+    )
+    generator = torch.Generator().manual_seed(SAMPLE_SEED + seed)
     x_T = draw_noise((n, *data.tensor.shape[1:]), generator, "cpu", torch.float32)
     start = time.perf_counter()
     with torch.no_grad():
-        samples = sample(trainer.ema_model, sampler, x_T, DDIM_STEPS, generator=generator)
+        samples = sample(trainer.ema_model, sampler, x_T, chosen.steps, generator=generator)
     sampling_seconds = time.perf_counter() - start
-    metrics = evaluate_samples(samples, seed=seed, split=SPLIT)
-    return Row(variant, trainer.step, last.images_per_second if last else 0.0, metrics, sampling_seconds)
+    scores = {split: evaluate_samples(samples, seed=seed, split=split) for split in SPLITS}
+    floors = {split: real_floor(n, seed=seed, split=split) for split in SPLITS}
+    images_per_second = last.images_per_second if last else 0.0
+    return Run(trainer.step, images_per_second, gflop, scores, floors, sampling_seconds)
 
 
-def format_row(row: Row, floor: float) -> str:
-    m = row.metrics
-    changed = {**row.variant.config, **row.variant.model, **row.variant.sampling}
+def format_row(variant: Variant, runs: Sequence[Run]) -> str:
+    """One table row: medians over the seeds (the tune split's FD of each seed too, in seed order)."""
+    changed = {**variant.config, **variant.model, **variant.sampling}
     changes = ", ".join(f"{k}={v}" for k, v in changed.items()) or "-"
+    ips = median(r.images_per_second for r in runs)
+    gflop = runs[0].gflop_per_image
+    tune = " / ".join(f"{r.scores[SPLIT]['fd']:.0f}" for r in runs)
     return (
-        f"| {row.variant.name} | {changes} | {row.steps} | {row.images_per_second:.0f} | {m['fd']:.1f} | "
-        f"{m['fd'] / floor:.2f} | {m['confident_fraction']:.2f} | {m['class_entropy']:.2f} | "
-        f"{row.sampling_seconds:.1f} |"
+        f"| {variant.name} | {changes} | {median(r.steps for r in runs):.0f} | {ips:.0f} | {gflop:.3f} | "
+        f"{ips * gflop:.0f} | {tune} | **{median(r.scores[SPLIT]['fd'] for r in runs):.1f}** | "
+        f"{median(r.scores[REPORT]['fd'] for r in runs):.1f} | {median(r.ratio(REPORT) for r in runs):.2f} | "
+        f"{median(r.scores[REPORT]['confident_fraction'] for r in runs):.2f} | "
+        f"{min(r.digits_present(REPORT) for r in runs)} | {median(r.sampling_seconds for r in runs):.1f} |"
     )
 
 
 TABLE_HEAD = (
-    "| variant | changed from the base | steps | images/s | FD | FD / floor | confident | entropy | sampling s |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| variant | changed from the base | steps | images/s | train GFLOP/image | useful GFLOP/s | FD (tune) per seed "
+    "| FD (tune) | FD (report) | FD (report) / floor | confident (report) | digits present (fewest) | sampling s |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -179,49 +257,65 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=list(BY_NAME), help="run these variants (default: all)")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training per variant (default 60)")
-    parser.add_argument("--n", type=int, default=500, help="samples scored per variant (default 500)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=256, help="samples scored per run (default 256)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default 0 1 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     parser.add_argument("--results", type=Path, default=RESULTS_PATH)
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.list:
-        for variant in VARIANTS:
-            print(f"{variant.name:14s} {variant.why}")
-        return
-    warning = busy_warning()
-    threads = args.threads or available_cores()
-    machine = machine_description(threads)
-    floor = real_floor(args.n, seed=args.seed, split=SPLIT)
-    print(f"real-vs-real FD floor at n={args.n} ({SPLIT} split): {floor:.1f}", flush=True)
-    new_rows: dict[str, str] = {}
-    for name in args.only or list(BY_NAME):
-        row = run_variant(BY_NAME[name], args.budget, args.n, args.seed, args.threads)
-        new_rows[name] = format_row(row, floor)
-        print(new_rows[name], flush=True)
-    if args.no_write:
-        return
-    d = TrainConfig(**BASE)
+def preamble(args: argparse.Namespace, machine: str, command: str, warning: str | None) -> str:
+    d, chosen = TrainConfig(**BASE), SamplingDefaults.for_objective(TrainConfig(**BASE).objective)
     own = "the digits' own 28"
-    header = "\n".join(section_header(SECTION, machine, command_line(__file__, argv), warning)[1:]).strip()
-    preamble = header + (
+    seeds = ", ".join(map(str, args.seeds))
+    header = "\n".join(section_header(SECTION, machine, command, warning)[1:]).strip()
+    return header + (
         f"\n\nEach row: the search's base recipe (preset {d.preset!r}, objective {d.objective!r}, "
         f"schedule {d.schedule!r}, image size {d.image_size or own}, batch {d.batch_size}, "
         f"lr {d.lr:g} with {d.warmup_steps} warm-up steps then cosine decay to {d.min_lr_ratio:g} lr "
         f"over the budget, EMA {d.ema_decay}, precision {d.precision!r}) with the listed changes, "
-        f"trained for {args.budget:g} s on the 4,000 mnist5k training digits, then {args.n} samples, "
-        f'DDIM-{DDIM_STEPS} from the EMA weights, scored against the "{SPLIT}" split of the held-out digits '
-        f"(core.metrics.REFERENCE_SPLITS: a recipe search is tuning; real-vs-real floor at n = {args.n}: "
-        f"{floor:.1f}). Rows from earlier runs of this script are kept until rerun "
-        "(`python benchmarks/recipe_search.py --only NAME` reruns the row NAME); the machine and command above are "
-        "the latest run's."
+        f"trained for {args.budget:g} s on the 4,000 mnist5k training digits, once per seed ({seeds}); then "
+        f"{args.n} samples from the EMA weights with the default sampler ({chosen.sampler}, {chosen.steps} steps, "
+        f"{chosen.spacing} timesteps, x0 clipped; x_T seeded per seed), scored by core.metrics.evaluate_samples. "
+        f'A recipe is chosen by the "{SPLIT}" split\'s FD (tuning); the "{REPORT}" split\'s numbers are the ones '
+        "the project reports (core.metrics.REFERENCE_SPLITS). Every number is the median over the seeds; "
+        "FD / floor divides each seed's FD by the real-vs-real FD at the same n and seed; digits present: the "
+        "fewest of the ten classes drawn in any seed. Training GFLOP per image (forward and backward, "
+        "FlopCounterMode: convolutions and matrix products) x images/s = useful GFLOP/s. Rows from earlier runs "
+        "of this script are kept until rerun (`python benchmarks/recipe_search.py --only NAME` reruns the row "
+        "NAME); the machine and command above are the latest run's."
     )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.list:
+        for variant in VARIANTS:
+            print(f"{variant.name:18s} {variant.why}")
+        return
+    warning = busy_warning()
+    threads = args.threads or available_cores()
+    machine = machine_description(threads)
+    new_rows: dict[str, str] = {}
+    for name in args.only or list(BY_NAME):
+        runs = []
+        for seed in args.seeds:
+            run = run_variant(BY_NAME[name], args.budget, args.n, seed, args.threads)
+            runs.append(run)
+            print(
+                f"  {name} seed {seed}: {run.steps} steps, {run.images_per_second:.0f} images/s, FD tune "
+                f"{run.scores[SPLIT]['fd']:.1f}, report {run.scores[REPORT]['fd']:.1f} "
+                f"({run.ratio(REPORT):.2f}x floor), {run.scores[REPORT]['confident_fraction']:.2f} confident",
+                flush=True,
+            )
+        new_rows[name] = format_row(BY_NAME[name], runs)
+        print(new_rows[name], flush=True)
+    if args.no_write:
+        return
     text = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
-    args.results.write_text(merge_section(text, new_rows, preamble))
+    section_preamble = preamble(args, machine, command_line(__file__, argv), warning)
+    args.results.write_text(merge_section(text, new_rows, section_preamble))
     print(f"wrote {args.results}")
 
 

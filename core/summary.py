@@ -265,8 +265,8 @@ def meta_unet(config: dict | UNetConfig) -> UNet:
 def level_shapes(config: dict | UNetConfig, image_size: int) -> list[LevelShape]:
     """(level, resolution, channels) of each encoder level for a square `image_size` input; the decoder mirrors it.
 
-    Level i works at image_size / 2^i pixels with base_channels * channel_mults[i] channels. Raises the U-Net's own
-    ValueError when image_size is not divisible by 2^(levels-1).
+    Level i works at image_size / (patch_size * 2^i) positions with base_channels * channel_mults[i] channels.
+    Raises the U-Net's own ValueError when image_size is not divisible by patch_size * 2^(levels-1).
     """
     cfg = as_unet_config(config)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
@@ -274,6 +274,6 @@ def level_shapes(config: dict | UNetConfig, image_size: int) -> list[LevelShape]
     net = meta_unet(cfg)
     net.check_input(torch.empty(1, cfg.in_channels, image_size, image_size, device="meta"))
     return [
-        LevelShape(level, image_size // 2**level, cfg.base_channels * mult)
+        LevelShape(level, image_size // cfg.patch_size // 2**level, cfg.base_channels * mult)
         for level, mult in enumerate(cfg.channel_mults)
     ]

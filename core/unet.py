@@ -114,6 +114,7 @@ class UNetConfig:
     mid_attention: bool = False  # self-attention in the middle block
     num_classes: int | None = None  # class-conditional when set; label num_classes = "no class"
     dropout: float = 0.0
+    patch_size: int = 1  # > 1: the network works on patch x patch blocks of pixels stacked as channels (as DiT)
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. the preset name); not used by the model
 
     def validate(self) -> None:
@@ -133,6 +134,7 @@ class UNetConfig:
             ),
             (self.num_classes is None or self.num_classes >= 1, "num_classes must be >= 1 or None"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.patch_size >= 1, f"patch_size must be >= 1, got {self.patch_size}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -177,7 +179,10 @@ class UNet(nn.Module):
 
         self.time_embedding = TimeEmbedding(emb_dim)
         self.class_embedding = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
-        self.input_conv = nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)
+        patch_area = cfg.patch_size**2  # each position holds a patch's pixels as channels
+        self.to_patches = nn.PixelUnshuffle(cfg.patch_size) if cfg.patch_size > 1 else nn.Identity()
+        self.from_patches = nn.PixelShuffle(cfg.patch_size) if cfg.patch_size > 1 else nn.Identity()
+        self.input_conv = nn.Conv2d(cfg.in_channels * patch_area, widths[0], 3, padding=1)
 
         self.down_levels = nn.ModuleList()
         self.downsamples = nn.ModuleList()
@@ -205,7 +210,7 @@ class UNet(nn.Module):
                 channels = widths[i - 1]
 
         self.output_norm = nn.GroupNorm(group_count(channels), channels)
-        self.output_conv = nn.Conv2d(channels, cfg.out_channels or cfg.in_channels, 3, padding=1)
+        self.output_conv = nn.Conv2d(channels, (cfg.out_channels or cfg.in_channels) * patch_area, 3, padding=1)
         nn.init.zeros_(self.output_conv.weight)  # start as "predict zero": a stable first step
         nn.init.zeros_(self.output_conv.bias)
 
@@ -223,19 +228,20 @@ class UNet(nn.Module):
 
     @property
     def size_multiple(self) -> int:
-        """Input height and width must be multiples of this: 2 ** (levels - 1)."""
-        return 2 ** (self.num_levels - 1)
+        """Input height and width must be multiples of this: patch_size * 2 ** (levels - 1)."""
+        return self.cfg.patch_size * 2 ** (self.num_levels - 1)
 
     def check_input(self, x: Tensor) -> None:
         if x.ndim != 4:
             raise ValueError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}")
         if x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"this U-Net takes {self.cfg.in_channels} channel(s), got {x.shape[1]}")
-        m = self.size_multiple
+        m, p = self.size_multiple, self.cfg.patch_size
+        patches = f"{p}x{p} patches x " if p > 1 else ""
         h, w = x.shape[-2:]
         if h % m or w % m:
             raise ValueError(
-                f"input size {h}x{w} is not divisible by {m} (2^(levels-1) for {self.num_levels} levels); "
+                f"input size {h}x{w} is not divisible by {m} ({patches}2^(levels-1) for {self.num_levels} levels); "
                 f"pad or resize it, e.g. to {-(-h // m) * m}x{-(-w // m) * m}"
             )
 
@@ -245,7 +251,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         self.check_input(x)
         emb = self.embed(t, y, x.shape[0]).to(x.dtype)
-        h = self.input_conv(x)
+        h = self.input_conv(self.to_patches(x))
         skips = []
         for i, level in enumerate(self.down_levels):
             h = level(h, emb)
@@ -257,7 +263,7 @@ class UNet(nn.Module):
             h = level(torch.cat([h, skips.pop()], dim=1), emb)
             if j < self.num_levels - 1:
                 h = self.upsamples[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.output_conv(F.silu(self.output_norm(h)))
+        return self.from_patches(self.output_conv(F.silu(self.output_norm(h))))
 
 
 PRESETS: dict[str, dict] = {

@@ -147,8 +147,11 @@ def unet_diagram(
         width=END_BOX_WIDTH,
         name="output",
     )
-    _arrow(fig, (enc_x(0), 1.0 + bottom), (enc_x(0), top), "3x3 conv", side="right")
-    _arrow(fig, (dec_x(0), top), (dec_x(0), 1.0 + bottom), "norm, SiLU, 3x3 conv", side="left")
+    p = cfg.patch_size  # > 1: each p x p block of pixels enters as p^2 channels at one position
+    into = f"cut into {p}x{p} patches ({p * p * cfg.in_channels} ch), " if p > 1 else ""
+    out_of = ", patches back to pixels" if p > 1 else ""
+    _arrow(fig, (enc_x(0), 1.0 + bottom), (enc_x(0), top), f"{into}3x3 conv", side="right")
+    _arrow(fig, (dec_x(0), top), (dec_x(0), 1.0 + bottom), f"norm, SiLU, 3x3 conv{out_of}", side="left")
 
     for level, resolution, channels in levels:
         y = -float(level)

@@ -20,6 +20,7 @@ from explorer.sampling_run import max_count
 from explorer.tabs import unet
 from explorer.tabs.lesson import LessonTab
 from explorer.tabs.model_choice import class_choices
+from explorer.unet_controls import CONTROL_COUNT
 from explorer.url_state import (
     COPY_LINK_JS,
     DEFAULT_TAB,
@@ -103,7 +104,7 @@ class LinkBar:
         leader_controls = [leaders[tab][0] for tab in LEADERS]
         outputs = [tabs, self.tab, self.note, *controls, *self.pending.values()]
         unet_inputs, unet_outputs = unet_report
-        self.unet_outputs = [*unet_inputs[1:7], *unet_outputs]
+        self.unet_outputs = [*unet_inputs[1 : 1 + CONTROL_COUNT], *unet_outputs]
         refresh = dict(fn=self.refresh_unet, inputs=[self.tab, *unet_inputs], outputs=self.unet_outputs)
         quiet = dict(api_name=False, show_progress="hidden")
 
@@ -155,8 +156,8 @@ class LinkBar:
         if tab != "unet":
             return tuple(gr.skip() for _ in self.unet_outputs)
         filled = unet.fill_preset(preset)
-        values = rest[:6] if preset == "custom" else filled
-        return (*filled, *unet.describe_unet(preset, *values, *rest[6:]))
+        values = rest[:CONTROL_COUNT] if preset == "custom" else filled
+        return (*filled, *unet.describe_unet(preset, *values, *rest[CONTROL_COUNT:]))
 
     def query_for(self, tab: str, *values: object) -> str:
         return self.binding.query(tab, values)

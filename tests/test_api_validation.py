@@ -152,6 +152,8 @@ CASES = [
         attention_levels=[3],
     ),
     case("/unet_summary", not_a_choice(7), time_emb_dim=7),
+    case("/unet_summary", not_a_choice(3), patch_size=3),
+    case("/unet_summary", says("input size 36x36 is not divisible by 8 (2x2 patches"), patch_size=2, image_size=36),
     case("/unet_summary", below(0, 16), image_size=0),
     case("/unet_summary", below(15, 16), image_size=15),
     case("/unet_summary", above(1000, 128), image_size=1000),

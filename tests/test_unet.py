@@ -116,8 +116,37 @@ def test_presets():
         dict(attention_levels=(5,)),
         dict(dropout=1.5),
         dict(base_channels=0),
+        dict(patch_size=0),
     ],
 )
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(ValueError):
         UNet(UNetConfig(**kwargs))
+
+
+def test_patches_are_pixels_stacked_as_channels():
+    """With patch_size 2 the network sees each 2x2 block of pixels as 4 channels at half the resolution and gives
+    its prediction back at full resolution; the size check counts the patch and the levels."""
+    torch.manual_seed(0)
+    net = make_unet("tiny", patch_size=2, base_channels=8, channel_mults=(1, 2))
+    assert net.input_conv.in_channels == 4 and net.output_conv.out_channels == 4
+    assert net.size_multiple == 4
+    torch.nn.init.normal_(net.output_conv.weight, std=0.1)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10, 900])
+    out = net(x, t)
+    assert out.shape == x.shape
+    # the first convolution sees the 2x2 blocks: the same picture through PixelUnshuffle by hand
+    blocks = x.reshape(2, 1, 14, 2, 14, 2).permute(0, 1, 3, 5, 2, 4).reshape(2, 4, 14, 14)
+    assert torch.equal(net.to_patches(x), blocks)
+    with pytest.raises(ValueError, match=r"2x2 patches"):
+        net(torch.randn(1, 1, 30, 30), t[:1])
+    clone = UNet.from_config(net.config)
+    clone.load_state_dict(net.state_dict())
+    assert torch.equal(clone(x, t), out)
+
+
+def test_a_checkpoint_config_without_patch_size_is_unpatched():
+    """Checkpoints written before patch_size existed rebuild the network they were trained as."""
+    config = make_unet("tiny").config
+    del config["patch_size"]
+    assert UNet.from_config(config).cfg.patch_size == 1

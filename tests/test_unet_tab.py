@@ -148,6 +148,19 @@ def test_level_shapes_of_the_seed_preset():
 # explorer.unet_diagram
 
 
+def test_patches_shrink_every_level_and_the_diagram_says_so():
+    """With 2x2 patches the first level works at half the input size and the diagram's input and output arrows
+    name the cut into patches and the way back to pixels."""
+    config = UNetConfig(base_channels=32, channel_mults=(1, 2), patch_size=2)
+    assert level_shapes(config, 28) == [(0, 14, 32), (1, 7, 64)]
+    texts = labels(unet_diagram(config, 28))
+    assert any("cut into 2x2 patches (4 ch), 3x3 conv" in t for t in texts), texts
+    assert any("patches back to pixels" in t for t in texts)
+    assert any(t.startswith("<b>input</b>") and "28x28 · 1 ch" in t for t in texts)
+    assert sum("14x14 · 32 ch" in t for t in texts if t.startswith(("<b>down", "<b>up"))) == 2
+    assert not any("patches" in t for t in labels(unet_diagram(PRESETS["seed"], 32)))
+
+
 def test_the_diagram_labels_the_seed_levels():
     texts = labels(unet_diagram(PRESETS["seed"], 32))
     for label in ("32x32 · 64 ch", "16x16 · 128 ch", "8x8 · 256 ch"):
@@ -233,8 +246,8 @@ def test_an_edited_preset_is_called_custom():
 
 
 def test_fill_preset_gives_the_presets_values_and_custom_keeps_them():
-    assert tab.fill_preset("small") == (32, "1,2,2", 2, [2], True, 128)
-    assert tab.fill_preset("seed") == (64, "1,2,4", 1, [], False, 256)
+    assert tab.fill_preset("small") == (32, "1,2,2", 2, [2], True, 128, 1)
+    assert tab.fill_preset("seed") == (64, "1,2,4", 1, [], False, 256, 1)
     assert all(isinstance(update, dict) and update.get("__type__") == "update" for update in tab.fill_preset("custom"))
     with pytest.raises(gr.Error, match="unknown preset"):
         tab.fill_preset("huge")
@@ -256,6 +269,9 @@ def test_fill_preset_gives_the_presets_values_and_custom_keeps_them():
         ({"base": 10_000}, r"base channels must be a whole number from 8 to 256"),
         ({"in_channels": 2}, r"input channels must be 1 \(grey\) or 3 \(colour\)"),
         ({"time": 4}, r"time embedding width must be a whole number from 16 to 512"),
+        ({"patch": 3}, r"patch size must be one of 1, 2, 4, got 3"),
+        ({"patch": 8}, r"patch size must be a whole number from 1 to 4, got 8"),
+        ({"patch": 2, "image_size": 36}, r"input size 36x36 is not divisible by 8 \(2x2 patches x 2\^\(levels-1\)"),
         ({"preset": "huge"}, r"unknown preset 'huge'"),
         ({"base": 256, "mults": "1,2,4,8", "blocks": 4}, r"at most 50 M"),
         ({"base": 128, "mults": "1,2,4", "blocks": 2, "image_size": 128}, r"at most 20 G"),
@@ -265,7 +281,7 @@ def test_fill_preset_gives_the_presets_values_and_custom_keeps_them():
 )
 def test_bad_inputs_get_a_clear_message(change, message):
     values = {"preset": "custom", "base": 64, "mults": "1,2,4", "blocks": 1, "attention": [], "mid": False,
-              "time": 256, "image_size": 32, "in_channels": 1, **change}  # fmt: skip
+              "time": 256, "patch": 1, "image_size": 32, "in_channels": 1, **change}  # fmt: skip
     with pytest.raises(gr.Error, match=message):
         tab.describe_unet(*values.values())
 
@@ -302,7 +318,7 @@ def test_the_device_label_counts_threads_in_english():
 
 def test_the_api_answers_and_refuses_with_the_same_messages(app_url):
     client = Client(app_url, verbose=False)
-    assert client.predict("small", api_name="/unet_preset") == (32, "1,2,2", 2, [2], True, 128)
+    assert client.predict("small", api_name="/unet_preset") == (32, "1,2,2", 2, [2], True, 128, 1)
     _, table, line = client.predict(*preset_args("tiny"), api_name="/unet_summary")
     assert table["headers"] == tab.TABLE_HEADERS and table["data"][-1][2] == "1 × 1 × 32 × 32"
     assert "**191,297 parameters**" in line

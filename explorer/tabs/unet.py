@@ -9,7 +9,6 @@ cannot tie up the machine; only then is a real copy built to time one forward pa
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -18,22 +17,29 @@ import torch
 from core.device import pick_device
 from core.summary import ModelSummary, level_shapes, measure_forward_time, meta_unet, summarize
 from core.unet import PRESETS, UNet, UNetConfig
+from explorer.unet_controls import (
+    BASE_CHANNELS_RANGE,
+    IMAGE_SIZE_RANGE,
+    IN_CHANNEL_CHOICES,
+    MAX_LEVELS,
+    MAX_MULTS_TEXT,
+    PATCH_CHOICES,
+    PRESET_CHOICES,
+    RES_BLOCKS_RANGE,
+    TIME_EMB_CHOICES,
+    build_config,
+    fill_preset,
+    mark_custom,
+    preset_controls,
+    preset_name,
+)
 from explorer.unet_diagram import OUTPUT_LABELS, PAPER_PLOT, unet_diagram
-from explorer.widgets import explanation, whole_number
+from explorer.widgets import explanation
 
-PRESET_CHOICES = ("tiny", "small", "seed", "custom")
 DEFAULT_PRESET = "seed"
 DEFAULT_IMAGE_SIZE = 32
-MAX_LEVELS = 5
-BASE_CHANNELS_RANGE = (8, 256)
-MULT_RANGE = (1, 8)
-RES_BLOCKS_RANGE = (1, 4)
-TIME_EMB_CHOICES = (16, 32, 64, 128, 256, 512)
-IMAGE_SIZE_RANGE = (16, 128)
-IN_CHANNEL_CHOICES = (1, 3)
 OBJECTIVE_CHOICES = [("the noise ε (eps)", "eps"), ("the clean picture x0 (x0)", "x0"), ("v, a mix of both (v)", "v")]
 DEFAULT_OBJECTIVE = "eps"  # the formula in INTRO, and the classic "seed" U-Net's
-MAX_MULTS_TEXT = 40  # characters
 # the budget: the seed preset at 128x128 (7.1 M parameters, 14 G MACs) fits; a single click costs a few seconds
 MAX_PARAMETERS = 50_000_000
 MAX_MACS = 20_000_000_000
@@ -53,102 +59,6 @@ It shrinks the picture level by level to see the big shapes, grows it back, and 
 details straight across. The step $t$ becomes a vector (the time embedding) that is added inside **every** residual
 block, so one network can clean up every noise level.
 """
-
-
-def parse_channel_mults(text: object) -> tuple[int, ...]:
-    """ "1,2,4" -> (1, 2, 4): one multiplier per level, 1 to MAX_LEVELS of them, each in MULT_RANGE."""
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_MULTS_TEXT:
-        raise gr.Error(
-            f"channel multipliers: write one whole number per level separated by commas, like 1,2,4; got {text!r}"
-        )
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() for part in parts):
-        raise gr.Error(f"channel multipliers must be whole numbers separated by commas, like 1,2,4; got {text!r}")
-    mults = tuple(int(part) for part in parts)
-    if not 1 <= len(mults) <= MAX_LEVELS:
-        raise gr.Error(f"channel multipliers: give 1 to {MAX_LEVELS} levels, got {len(mults)} ({text!r})")
-    low, high = MULT_RANGE
-    if not all(low <= m <= high for m in mults):
-        raise gr.Error(f"each channel multiplier must be from {low} to {high}; got {text!r}")
-    return mults
-
-
-def preset_controls(preset: str) -> tuple[int, str, int, list[int], bool, int]:
-    """A named preset's control values: base channels, multipliers, blocks, attention, middle attention, time width."""
-    cfg = UNetConfig(**PRESETS[preset])
-    return (
-        cfg.base_channels,
-        ",".join(str(m) for m in cfg.channel_mults),
-        cfg.num_res_blocks,
-        list(cfg.attention_levels),
-        cfg.mid_attention,
-        cfg.time_emb_dim,
-    )
-
-
-def fill_preset(preset: str) -> tuple:
-    """Callback: choosing a preset fills the controls with its values; "custom" leaves them as they are."""
-    if preset not in PRESET_CHOICES:
-        raise gr.Error(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_CHOICES)}")
-    if preset == "custom":
-        return tuple(gr.skip() for _ in range(6))
-    return preset_controls(preset)
-
-
-def mark_custom() -> str:
-    """Callback: editing a control by hand turns the preset dropdown to "custom"."""
-    return "custom"
-
-
-def build_config(
-    base_channels: object,
-    channel_mults_text: object,
-    num_res_blocks: object,
-    attention_levels: object,
-    mid_attention: object,
-    time_emb_dim: object,
-    image_size: object,
-    in_channels: object,
-) -> tuple[UNetConfig, int]:
-    """The validated U-Net config and input size of the controls, or a gr.Error that says what to change."""
-    mults = parse_channel_mults(channel_mults_text)
-    base = whole_number("base channels", base_channels, *BASE_CHANNELS_RANGE)
-    blocks = whole_number("residual blocks per level", num_res_blocks, *RES_BLOCKS_RANGE)
-    temb = whole_number("time embedding width", time_emb_dim, min(TIME_EMB_CHOICES), max(TIME_EMB_CHOICES))
-    size = whole_number("input size", image_size, *IMAGE_SIZE_RANGE)
-    channels = whole_number("input channels", in_channels, 1, 3)
-    if channels not in IN_CHANNEL_CHOICES:
-        raise gr.Error(f"input channels must be 1 (grey) or 3 (colour), got {in_channels!r}")
-    if attention_levels is None:
-        attention_levels = []
-    if not isinstance(attention_levels, (list, tuple)):
-        raise gr.Error(f"attention levels must be a list of level numbers, got {attention_levels!r}")
-    levels = len(mults)
-    attention = tuple(
-        sorted({whole_number(f"attention level (with {levels} levels)", a, 0, levels - 1) for a in attention_levels})
-    )
-    cfg = UNetConfig(
-        in_channels=channels,
-        base_channels=base,
-        channel_mults=mults,
-        num_res_blocks=blocks,
-        time_emb_dim=temb,
-        attention_levels=attention,
-        mid_attention=bool(mid_attention),
-    )
-    try:
-        level_shapes(cfg, size)  # the U-Net's own message for a size it cannot halve enough times
-    except ValueError as error:
-        raise gr.Error(str(error)) from None
-    return cfg, size
-
-
-def preset_name(cfg: UNetConfig) -> str | None:
-    """The preset this config is (ignoring input channels), or None."""
-    for name, values in PRESETS.items():
-        if asdict(UNetConfig(**values, in_channels=cfg.in_channels)) == asdict(cfg):
-            return name
-    return None
 
 
 def check_budget(cfg: UNetConfig, image_size: int, *, trusted: bool = False) -> ModelSummary:
@@ -277,6 +187,7 @@ def describe_unet(
     attention_levels: list[int] | None,
     mid_attention: bool,
     time_emb_dim: float,
+    patch_size: float,
     image_size: float,
     in_channels: float,
     objective: str = DEFAULT_OBJECTIVE,
@@ -294,6 +205,7 @@ def describe_unet(
         attention_levels,
         mid_attention,
         time_emb_dim,
+        patch_size,
         image_size,
         in_channels,
     )
@@ -322,7 +234,7 @@ def default_report() -> tuple:
 def build_tab() -> tuple[list, list]:
     """The tab's layout and events (called inside `with gr.Tab("U-Net"):`). Returns the report's inputs (the preset
     first, its six controls next) and outputs, for a shared link that sets the preset (explorer/view_links.py)."""
-    base, mults, blocks, attention, mid, temb = preset_controls(DEFAULT_PRESET)
+    base, mults, blocks, attention, mid, temb, patch = preset_controls(DEFAULT_PRESET)
     explanation(INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
@@ -370,12 +282,19 @@ def build_tab() -> tuple[list, list]:
                 label="Time embedding width",
                 info="Length of the vector that tells every residual block which step t it is at.",
             )
+            patch_size = gr.Radio(
+                list(PATCH_CHOICES),
+                value=patch,
+                label="Patch size (pixels)",
+                info="2: each 2x2 block of pixels enters as 4 channels at one position, so the network works at "
+                "half the size with wider, faster layers.",
+            )
             image_size = gr.Slider(
                 *IMAGE_SIZE_RANGE,
                 value=DEFAULT_IMAGE_SIZE,
                 step=1,
                 label="Input size (pixels)",
-                info="Height and width; must halve evenly at each level: a multiple of 2^(levels-1).",
+                info="Height and width; must halve evenly at each level: a multiple of patch x 2^(levels-1).",
             )
             in_channels = gr.Radio(
                 list(IN_CHANNEL_CHOICES),
@@ -403,7 +322,7 @@ def build_tab() -> tuple[list, list]:
         max_height=520,
     )
 
-    controls = [base_channels, channel_mults, num_res_blocks, attention_levels, mid_attention, time_emb_dim]
+    controls = [base_channels, channel_mults, num_res_blocks, attention_levels, mid_attention, time_emb_dim, patch_size]
     inputs = [preset, *controls, image_size, in_channels, objective]
     outputs = [plot, table, summary]
     gr.on(
