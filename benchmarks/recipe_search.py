@@ -2,25 +2,28 @@
 
 Each variant is the search's base recipe (the shipped TrainConfig defaults, see BASE) with a few fields
 changed (and, for model-shape variants, the "tiny" U-Net with some constructor arguments changed). It trains on
-the bundled mnist5k training digits for --budget seconds of wall clock (default 60), draws --n samples (default
-500) from its EMA weights with 50 DDIM steps (eta = 0, x0 clipped, fixed seed; timed separately) and scores them
-with `core.metrics.evaluate_samples` against the "tune" split of the held-out digits (SPLIT: choosing a recipe is
-tuning; the "report" split stays for the numbers the project reports), next to the real-vs-real FD floor at the
-same n on that split.
+the bundled mnist5k training digits for --budget seconds of wall clock (default 60) once per seed (--seeds,
+default 0 1 2), draws --n samples (default 256) from its EMA weights with the sampler a fresh checkpoint records
+(core.samplers.SamplingDefaults: DPM-Solver++(2M) SDE, 10 steps, trailing timesteps; x0 clipped; x_T seeded per
+seed; timed separately) and scores them with `core.metrics.evaluate_samples` on both held-out splits: the "tune"
+split's FD chooses (a recipe search is tuning), the "report" split's numbers are the ones the project reports (the
+60-s goal: FD within 3x of the real-vs-real floor at the same n and seed, >= 80% confident, all ten digits).
+Each row gives the medians over the seeds, and the useful arithmetic (training FLOPs per image x images/s) that
+benchmarks/cpu_efficiency.py measures in detail.
 
-Results accumulate: each run replaces the rows of the variants it ran in the "## Live-training recipe" section of
-benchmarks/RESULTS.md and keeps the others, so rounds of a greedy search can be run one after another:
+Results accumulate: each run replaces the rows of the variants it ran in its section of benchmarks/RESULTS.md and
+keeps the others, so rounds of a greedy search can be run one after another:
 
     python benchmarks/recipe_search.py --list                        # the variants and what each changes
-    python benchmarks/recipe_search.py --only fp32 default           # two variants, ~3 minutes
-    python benchmarks/recipe_search.py                               # every variant (~1.5 min each on 2 cores)
+    python benchmarks/recipe_search.py --only base p2-w32-2lv        # two variants x 3 seeds, ~8 minutes
+    python benchmarks/recipe_search.py --only base --seeds 0 --n 64 --budget 5 --no-write   # a smoke run
 
 The machine must be quiet: two runs at once on 2 cores change each other's step counts several-fold.
 
-This is round 2, on the U-Net that sees t and y (the fix of core/unet.py: the embedding is a shift after the
-norm). Round 1 ran on the old block, which erased the embedding in "tiny" (a denoiser blind to the noise level);
-its table stays in RESULTS.md under "## Live-training recipe (benchmarks/recipe_search.py)" as the record of how
-the defaults were first chosen (its base was these defaults with EMA 0.995).
+This is round 3 (issue 19: more useful arithmetic per second): networks on 2x2 patches (UNetConfig.patch_size)
+whose wider convolutions fill the bf16 matrix units. Round 1 ran on a U-Net that erased the time embedding in
+"tiny", round 2 on the fixed U-Net with DDIM-50 at n = 500; their tables stay in RESULTS.md as the record of how
+the earlier defaults were chosen.
 """
 
 from __future__ import annotations
