@@ -7,13 +7,14 @@ set -euo pipefail
 out=assets/checkpoints
 common=(--num-threads 2 --device cpu --no-training-state)
 
-# digits: the live-training recipe ("tiny", x0 on cosine, the digits' own 28x28, bf16 autocast where native),
+# digits: the live-training recipe of their day (the U-Net "tiny" was until 2026-12-03, now "tiny-3-level"; x0 on
+# cosine, the digits' own 28x28, bf16 autocast where native),
 # trained longer, with a slower EMA to match the longer run; config.json records the sampling defaults
 # (DPM-Solver++(2M) SDE, 10 steps, trailing: the best at 10 network calls, benchmarks/RESULTS.md "Sampler quality:
 # mnist_uncond")
-python -m core train --dataset mnist5k --preset tiny --steps 8000 --ema-decay 0.999 "${common[@]}" \
+python -m core train --dataset mnist5k --preset tiny-3-level --steps 8000 --ema-decay 0.999 "${common[@]}" \
     --out "$out/mnist_uncond"
-python -m core train --dataset mnist5k --preset tiny --steps 8000 --ema-decay 0.999 "${common[@]}" \
+python -m core train --dataset mnist5k --preset tiny-3-level --steps 8000 --ema-decay 0.999 "${common[@]}" \
     --class-conditional --p-uncond 0.1 --out "$out/mnist_cond"
 
 # 2D toy sets: the tiny MLP (its preset includes six Fourier features of the input, without which the spiral came

@@ -110,11 +110,17 @@ class Variant:
         return ", ".join(parts) or "-"
 
 
+OLD_TINY = {"preset": "tiny-3-level"}  # the shape variants below change the live network before 2026-12-03
 LIVE = Variant(REFERENCE, "the live recipe: TrainConfig's defaults, as the Train tab and the CLI train")
 PRESET_ROWS = {name: Variant(name, f'the live recipe with preset "{name}"', {"preset": name}) for name in PRESETS}
 PRESET_ROWS["tiny"] = LIVE
 VARIANTS: tuple[Variant, ...] = (
     Variant("fp32", "float32 instead of bf16 autocast", {"precision": "fp32"}),
+    Variant(
+        "fp32-tiny-3-level",
+        "float32, the 3-level tiny: the choice where bf16 is slow",
+        {**OLD_TINY, "precision": "fp32"},
+    ),
     Variant("channels_last", "bf16 with channels_last weights and activations", channels_last=True),
     Variant("fp32-channels_last", "float32 with channels_last", {"precision": "fp32"}, channels_last=True),
     Variant(
@@ -129,13 +135,18 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("batch128", "batch 128", {"batch_size": 128}),
     Variant("batch256", "batch 256", {"batch_size": 256}),
     Variant("no-norm", "GroupNorm layers removed (a cost ceiling, not a network to train)", norm="none"),
-    Variant("2-levels", "two levels: 16, 32 channels at 28, 14 px", model={"channel_mults": (1, 2)}),
-    Variant("w16-124", "16, 32, 64 channels", model={"channel_mults": (1, 2, 4)}),
-    Variant("w16-148", "16, 64, 128 channels: the width at the low resolutions", model={"channel_mults": (1, 4, 8)}),
-    Variant("w32", "32, 64, 64 channels (twice tiny's width)", model={"base_channels": 32}),
-    Variant("w32-2lv", "two levels: 32, 64 channels", model={"base_channels": 32, "channel_mults": (1, 2)}),
-    Variant("w32-124", "32, 64, 128 channels", model={"base_channels": 32, "channel_mults": (1, 2, 4)}),
-    Variant("w64-2lv", "two levels: 64, 128 channels", model={"base_channels": 64, "channel_mults": (1, 2)}),
+    Variant("2-levels", "two levels: 16, 32 channels at 28, 14 px", OLD_TINY, model={"channel_mults": (1, 2)}),
+    Variant("w16-124", "16, 32, 64 channels", OLD_TINY, model={"channel_mults": (1, 2, 4)}),
+    Variant(
+        "w16-148",
+        "16, 64, 128 channels: the width at the low resolutions",
+        OLD_TINY,
+        model={"channel_mults": (1, 4, 8)},
+    ),
+    Variant("w32", "32, 64, 64 channels (twice tiny's width)", OLD_TINY, model={"base_channels": 32}),
+    Variant("w32-2lv", "two levels: 32, 64 channels", OLD_TINY, model={"base_channels": 32, "channel_mults": (1, 2)}),
+    Variant("w32-124", "32, 64, 128 channels", OLD_TINY, model={"base_channels": 32, "channel_mults": (1, 2, 4)}),
+    Variant("w64-2lv", "two levels: 64, 128 channels", OLD_TINY, model={"base_channels": 64, "channel_mults": (1, 2)}),
     Variant(
         "w32-cl-b128",
         "32, 64, 64 channels, channels_last, batch 128",
@@ -161,7 +172,7 @@ VARIANTS: tuple[Variant, ...] = (
         model={"base_channels": 64, "channel_mults": (1,), "patch_size": 2},
     ),
     Variant("compile", "torch.compile (inductor) of the live recipe's network", compile=True),
-    Variant("w32-compile", "32, 64, 64 channels, torch.compile", model={"base_channels": 32}, compile=True),
+    Variant("w32-compile", "32, 64, 64 channels, torch.compile", OLD_TINY, model={"base_channels": 32}, compile=True),
     Variant(
         "channels_last-compile",
         "bf16, channels_last, torch.compile (inductor writes its own GroupNorm kernels)",

@@ -66,6 +66,7 @@ class Variant:
 
 # The base every variant changes: the shipped TrainConfig defaults (round 1's base had EMA 0.995).
 BASE: dict = {}
+OLD_TINY = {"preset": "tiny-3-level"}  # "tiny" before round 3; rounds 1 and 2 changed this network
 DDIM50 = {"sampler": "ddim", "steps": 50, "spacing": "leading"}
 # The 2x2-patch networks (UNetConfig.patch_size): 4 channels at 14x14, so the convolutions are 2-4x wider for the
 # same positions x channels and fill the bf16 matrix units better (benchmarks/RESULTS.md "CPU efficiency").
@@ -80,6 +81,8 @@ def p2(width: int, **changes: object) -> dict:
 VARIANTS: tuple[Variant, ...] = (
     Variant("base", "the base recipe"),
     Variant("repeat", "the base recipe again: the run-to-run spread"),
+    Variant("tiny-3-level", "the 3-level, 16-channel tiny of rounds 1 and 2 (the base before round 3)", OLD_TINY),
+    Variant("fp32-tiny-3-level", "float32, the 3-level tiny (where bf16 is slow)", {**OLD_TINY, "precision": "fp32"}),
     Variant("fp32", "float32 instead of bf16 autocast", {"precision": "fp32"}),
     Variant("32px", "32x32 (digits padded with background) instead of their own 28x28", {"image_size": 32}),
     Variant("fp32-32px", "float32 at 32x32 (the recipe before this search)", {"precision": "fp32", "image_size": 32}),
@@ -111,11 +114,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("ddim50", "DDIM-50, eta 0, leading timesteps (round 2's sampler)", sampling=DDIM50),
     Variant("eta1", "DDIM-50 with eta 1 (fresh noise at every step, like DDPM)", sampling={**DDIM50, "eta": 1.0}),
     Variant("dpm20", "DPM-Solver++(2M) SDE with 20 steps instead of 10", sampling={"steps": 20}),
-    Variant("2-blocks", "two residual blocks per level", model={"num_res_blocks": 2}),
-    Variant("mults124", "channel multipliers (1, 2, 4)", model={"channel_mults": (1, 2, 4)}),
-    Variant("2-levels", "two levels (1, 2) instead of three", model={"channel_mults": (1, 2)}),
-    Variant("base32", "32 base channels", model={"base_channels": 32}),
-    Variant("mid-attention", "self-attention in the middle block", model={"mid_attention": True}),
+    Variant("2-blocks", "two residual blocks per level", OLD_TINY, model={"num_res_blocks": 2}),
+    Variant("mults124", "channel multipliers (1, 2, 4)", OLD_TINY, model={"channel_mults": (1, 2, 4)}),
+    Variant("2-levels", "two levels (1, 2) instead of three", OLD_TINY, model={"channel_mults": (1, 2)}),
+    Variant("base32", "32 base channels", OLD_TINY, model={"base_channels": 32}),
+    Variant("mid-attention", "self-attention in the middle block", OLD_TINY, model={"mid_attention": True}),
     Variant("p2-w64-1lv", "2x2 patches; 64 channels at 14x14, one level", model=P2_W64_1LV),
     Variant("p2-w64-1lv-lr4e-3", "2x2 patches; 64 channels, one level; peak lr 4e-3", {"lr": 4e-3}, model=P2_W64_1LV),
     Variant("p2-w64-1lv-lr1e-3", "2x2 patches; 64 channels, one level; peak lr 1e-3", {"lr": 1e-3}, model=P2_W64_1LV),

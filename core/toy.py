@@ -143,10 +143,12 @@ TOY_PRESETS: dict[str, dict] = {
     "small": dict(hidden=256, num_blocks=4, time_emb_dim=128, fourier_features=6),
     "seed": dict(hidden=512, num_blocks=4, time_emb_dim=256, fourier_features=6),
 }
+TOY_PRESETS["tiny-3-level"] = TOY_PRESETS["tiny"]  # the U-Net preset "tiny" was until 2026-12-03; the MLP is the same
 
 
 def make_toy_mlp(preset: str = "tiny", *, dim: int = 2, num_classes: int | None = None, **overrides) -> ToyMLP:
-    """Build a ToyMLP from a named preset ("tiny", "small", "seed"), with any constructor argument overridden."""
+    """Build a ToyMLP from a named preset ("tiny", "small", "seed"; "tiny-3-level" is "tiny"), with any constructor
+    argument overridden."""
     if preset not in TOY_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(TOY_PRESETS)}")
     kwargs = {**TOY_PRESETS[preset], **overrides}

@@ -269,8 +269,12 @@ class UNet(nn.Module):
 PRESETS: dict[str, dict] = {
     # the blog's U-Net: 64/128/256 channels, one residual block per level, time embedding 256
     "seed": dict(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1, time_emb_dim=256),
-    # live training on a 2-core CPU: about a tenth of the seed's cost per image at 32x32
-    "tiny": dict(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, time_emb_dim=64),
+    # live training on a 2-core CPU: 2x2 patches, 32 channels at 14x14 and 64 at 7x7 for 28x28 digits. Its wider
+    # convolutions keep the bf16 matrix units busier than tiny-3-level's 16 channels at full size: 1.33x the images/s
+    # at 1.03x the FLOPs per image, and a lower FD after 60 s (benchmarks/RESULTS.md "Live-training recipe, round 3")
+    "tiny": dict(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, time_emb_dim=64, patch_size=2),
+    # "tiny" until 2026-12-03 (the shipped digit checkpoints are this network): 16, 32, 32 channels at full size
+    "tiny-3-level": dict(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, time_emb_dim=64),
     # shipped pretrained checkpoints: two blocks per level, attention at the lowest resolution
     "small": dict(
         base_channels=32,
@@ -284,7 +288,8 @@ PRESETS: dict[str, dict] = {
 
 
 def make_unet(preset: str = "tiny", *, in_channels: int = 1, num_classes: int | None = None, **overrides) -> UNet:
-    """Build a U-Net from a named preset ("seed", "tiny", "small"), with any `UNetConfig` field overridden."""
+    """Build a U-Net from a named preset ("seed", "tiny", "small", "tiny-3-level"), with any `UNetConfig` field
+    overridden."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     kwargs = {**PRESETS[preset], **overrides}

@@ -139,7 +139,8 @@ def test_measure_forward_time_is_a_short_positive_median():
 
 def test_level_shapes_of_the_seed_preset():
     assert level_shapes(PRESETS["seed"], 32) == [(0, 32, 64), (1, 16, 128), (2, 8, 256)]
-    assert level_shapes(make_unet("tiny").config, 64) == [(0, 64, 16), (1, 32, 32), (2, 16, 32)]
+    assert level_shapes(make_unet("tiny-3-level").config, 64) == [(0, 64, 16), (1, 32, 32), (2, 16, 32)]
+    assert level_shapes(make_unet("tiny").config, 64) == [(0, 32, 32), (1, 16, 64)]  # on 2x2 patches
     assert level_shapes(UNetConfig(base_channels=4, channel_mults=(1, 3)), 28) == [(0, 28, 4), (1, 14, 12)]
     with pytest.raises(ValueError, match=r"input size 30x30 is not divisible by 4 \(2\^\(levels-1\) for 3 levels\)"):
         level_shapes(PRESETS["seed"], 30)
@@ -227,7 +228,8 @@ def test_describe_unet_is_consistent_for_each_preset(preset):
     total = sum(p.numel() for p in net.parameters())
     assert f"**{total:,} parameters**" in line
     assert sum(row[3] for row in rows) == total
-    assert rows[-1][0] == "output_conv" and rows[-1][2] == "1 × 1 × 32 × 32"
+    last = "from_patches" if net.cfg.patch_size > 1 else "output_conv"  # patches back to pixels, or the conv
+    assert rows[-1][0] == last and rows[-1][2] == "1 × 1 × 32 × 32"
     assert re.search(r"takes \*\*\d+\.\d ms\*\* on (cpu|cuda|mps)", line)
     assert f"the {preset} preset" in fig.layout.title.text
     shapes = level_shapes(PRESETS[preset], 32)
@@ -321,7 +323,7 @@ def test_the_api_answers_and_refuses_with_the_same_messages(app_url):
     assert client.predict("small", api_name="/unet_preset") == (32, "1,2,2", 2, [2], True, 128, 1)
     _, table, line = client.predict(*preset_args("tiny"), api_name="/unet_summary")
     assert table["headers"] == tab.TABLE_HEADERS and table["data"][-1][2] == "1 × 1 × 32 × 32"
-    assert "**191,297 parameters**" in line
+    assert "**433,156 parameters**" in line
     with pytest.raises(Exception, match="input size 30x30 is not divisible by 4"):
         client.predict(*preset_args("seed", image_size=30), api_name="/unet_summary")
     with pytest.raises(Exception, match="greater than maximum value 128"):

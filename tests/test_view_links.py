@@ -255,4 +255,4 @@ def test_show_me_opens_a_chapter_that_changes_the_model(app_url, page, artifacts
     page.get_by_role("tab", name="Lesson").click()
     page.locator("#lesson-show-4").click()  # the U-Net chapter: the tiny preset, redrawn
     wait_for(lambda: value_of(page, "Preset") == "tiny")
-    wait_for(lambda: value_of(page, "number input for Base channels") == "16")
+    wait_for(lambda: value_of(page, "number input for Base channels") == "32")
