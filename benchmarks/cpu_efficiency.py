@@ -150,7 +150,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "w32-cl-b128",
         "32, 64, 64 channels, channels_last, batch 128",
-        {"batch_size": 128},
+        {**OLD_TINY, "batch_size": 128},
         {"base_channels": 32},
         channels_last=True,
     ),
