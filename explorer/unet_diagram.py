@@ -148,8 +148,8 @@ def unet_diagram(
         name="output",
     )
     p = cfg.patch_size  # > 1: each p x p block of pixels enters as p^2 channels at one position
-    into = f"cut into {p}x{p} patches ({p * p * cfg.in_channels} ch), " if p > 1 else ""
-    out_of = ", patches back to pixels" if p > 1 else ""
+    into = f"cut into {p}x{p} patches<br>({p * p * cfg.in_channels} ch), " if p > 1 else ""
+    out_of = ",<br>patches back to pixels" if p > 1 else ""
     _arrow(fig, (enc_x(0), 1.0 + bottom), (enc_x(0), top), f"{into}3x3 conv", side="right")
     _arrow(fig, (dec_x(0), top), (dec_x(0), 1.0 + bottom), f"norm, SiLU, 3x3 conv{out_of}", side="left")
 

@@ -155,7 +155,7 @@ def test_patches_shrink_every_level_and_the_diagram_says_so():
     config = UNetConfig(base_channels=32, channel_mults=(1, 2), patch_size=2)
     assert level_shapes(config, 28) == [(0, 14, 32), (1, 7, 64)]
     texts = labels(unet_diagram(config, 28))
-    assert any("cut into 2x2 patches (4 ch), 3x3 conv" in t for t in texts), texts
+    assert any("cut into 2x2 patches<br>(4 ch), 3x3 conv" in t for t in texts), texts
     assert any("patches back to pixels" in t for t in texts)
     assert any(t.startswith("<b>input</b>") and "28x28 · 1 ch" in t for t in texts)
     assert sum("14x14 · 32 ch" in t for t in texts if t.startswith(("<b>down", "<b>up"))) == 2

@@ -256,3 +256,5 @@ def test_show_me_opens_a_chapter_that_changes_the_model(app_url, page, artifacts
     page.locator("#lesson-show-4").click()  # the U-Net chapter: the tiny preset, redrawn
     wait_for(lambda: value_of(page, "Preset") == "tiny")
     wait_for(lambda: value_of(page, "number input for Base channels") == "32")
+    page.get_by_text("cut into 2x2 patches").first.wait_for(timeout=20_000)  # the diagram redrawn for tiny
+    page.screenshot(path=str(artifacts / "lesson_show_unet.png"), full_page=True)
