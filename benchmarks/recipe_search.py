@@ -44,7 +44,7 @@ from core.data import load_dataset
 from core.device import available_cores
 from core.metrics import evaluate_samples, real_floor
 from core.sampler_base import draw_noise
-from core.samplers import SamplingDefaults, make_sampler, sample
+from core.samplers import SamplingDefaults, sample
 from core.training import TrainConfig, Trainer
 from core.unet import make_unet
 
@@ -174,10 +174,10 @@ class Run:
         return sum(count > 0 for count in self.scores[split]["class_histogram"])
 
 
-def sampling_of(variant: Variant, objective: str) -> SamplingDefaults:
-    """The sampler a variant's samples are drawn with: the checkpoint default for its objective (what the app and
-    the CLI sample a fresh model with), with the variant's changes."""
-    return replace(SamplingDefaults.for_objective(objective), **variant.sampling)
+def sampling_of(variant: Variant, config: TrainConfig) -> SamplingDefaults:
+    """The sampler a variant's samples are drawn with: what its checkpoint would record (what the app and the CLI
+    sample a fresh model with), with the variant's changes."""
+    return replace(config.sampling_defaults(), **variant.sampling)
 
 
 def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int | None) -> Run:
@@ -194,15 +194,8 @@ def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int
     last = None
     for record in trainer.run():
         last = record
-    chosen = sampling_of(variant, config.objective)
-    sampler = make_sampler(
-        chosen.sampler,
-        trainer.schedule,
-        eta=chosen.eta,
-        objective=config.objective,
-        clip_x0=True,
-        spacing=chosen.spacing,
-    )
+    chosen = sampling_of(variant, config)
+    sampler = chosen.sampler_for(trainer.schedule, config.objective)
     generator = torch.Generator().manual_seed(SAMPLE_SEED + seed)
     x_T = draw_noise((n, *data.tensor.shape[1:]), generator, "cpu", torch.float32)
     start = time.perf_counter()
@@ -272,7 +265,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def preamble(args: argparse.Namespace, machine: str, command: str, warning: str | None) -> str:
-    d, chosen = TrainConfig(**BASE), SamplingDefaults.for_objective(TrainConfig(**BASE).objective)
+    d = TrainConfig(**BASE)
+    chosen = d.sampling_defaults()
     own = "the digits' own 28"
     seeds = ", ".join(map(str, args.seeds))
     header = "\n".join(section_header(SECTION, machine, command, warning)[1:]).strip()

@@ -52,7 +52,7 @@ from core.device import available_cores
 from core.imaging import save_images
 from core.metrics import confident_fraction, evaluate_samples, real_floor
 from core.sampler_base import draw_noise
-from core.samplers import make_sampler, sample
+from core.samplers import sample
 from explorer.tabs import embedding, forward, schedules, unet
 from explorer.tabs.lesson import CHAPTERS
 from explorer.tabs.train import default_training
@@ -230,14 +230,7 @@ def live_training(seconds: float = 60.0) -> tuple[list[str], dict]:
             )
     trainer = final.trainer
     chosen = trainer.config.sampling_defaults()  # what the checkpoint records and Sample starts from
-    sampler = make_sampler(
-        chosen.sampler,
-        trainer.schedule,
-        eta=chosen.eta,
-        objective=trainer.config.objective,
-        clip_x0=True,
-        spacing=chosen.spacing,
-    )
+    sampler = chosen.sampler_for(trainer.schedule, trainer.config.objective)
     generator = torch.Generator().manual_seed(0)
     x_T = draw_noise((SCORE_SAMPLES, *trainer.train_tensor.shape[1:]), generator, trainer.device, torch.float32)
     with torch.no_grad():

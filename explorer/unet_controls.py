@@ -21,7 +21,6 @@ PATCH_CHOICES = (1, 2, 4)  # pixels per side of the blocks the network sees as o
 IMAGE_SIZE_RANGE = (16, 128)
 IN_CHANNEL_CHOICES = (1, 3)
 MAX_MULTS_TEXT = 40  # characters
-CONTROL_COUNT = 7  # the values preset_controls gives, in build_config's order
 
 
 def parse_channel_mults(text: object) -> tuple[int, ...]:
@@ -55,6 +54,9 @@ def preset_controls(preset: str) -> tuple[int, str, int, list[int], bool, int, i
         cfg.time_emb_dim,
         cfg.patch_size,
     )
+
+
+CONTROL_COUNT = len(preset_controls(PRESET_CHOICES[0]))  # the controls a preset fills, in build_config's order
 
 
 def fill_preset(preset: str) -> tuple:
