@@ -36,7 +36,7 @@ from core.metrics import DIGIT_DATASETS, REFERENCE_SPLITS, score_samples
 from core.noise_levels import SPACINGS
 from core.progress import format_seconds, progress_bar
 from core.sampler_base import Sampler, draw_noise
-from core.samplers import SAMPLERS, SamplingDefaults, denoise
+from core.samplers import SAMPLERS, SamplingDefaults, denoise, each_class
 from core.training import TrainConfig, Trainer, TrainingDiverged
 
 
@@ -249,7 +249,11 @@ def draw_samples(plan: SamplingPlan, args: argparse.Namespace) -> tuple[Tensor, 
     device, steps = plan.device, plan.steps
     generator = torch.Generator().manual_seed(args.seed)
     x_T = draw_noise((args.n, *plan.shape), generator, device, torch.float32)  # (n, C, H, W)
-    labels = None if args.label is None else torch.full((args.n,), args.label, dtype=torch.long, device=device)
+    num_classes = getattr(plan.model, "num_classes", None)
+    if args.label is None:
+        labels = each_class(num_classes, args.n, device)  # a conditional model: every class equally often
+    else:
+        labels = torch.full((args.n,), args.label, dtype=torch.long, device=device)
     outputs = []
     start = time.perf_counter()
     with progress_bar(plan.sampler.network_calls(steps) * -(-args.n // args.batch_size)) as bar:

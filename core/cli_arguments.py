@@ -10,9 +10,9 @@ from pathlib import Path
 
 from core.data import DATASET_NAMES
 from core.device import PRECISIONS
-from core.diffusion import OBJECTIVES, WEIGHTINGS
+from core.diffusion import OBJECTIVES, TIMESTEP_SAMPLINGS, WEIGHTINGS
 from core.noise_levels import SPACINGS
-from core.samplers import SAMPLERS
+from core.samplers import DEFAULT_GUIDANCE, SAMPLERS
 from core.schedules import SCHEDULE_NAMES
 from core.training import TrainConfig
 from core.unet import PRESETS
@@ -79,8 +79,19 @@ def add_sampling_arguments(command: argparse.ArgumentParser, n_default: int) -> 
         "project's, a diffusers scheduler's clip_sample)",
     )
     command.add_argument("--seed", type=non_negative_int, default=0)
-    command.add_argument("--label", type=non_negative_int, default=None, help="class to draw (conditional models)")
-    command.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    command.add_argument(
+        "--label",
+        type=non_negative_int,
+        default=None,
+        help="class to draw (conditional models; default: each class in turn, 0, 1, 2, ...)",
+    )
+    command.add_argument(
+        "--guidance",
+        type=float,
+        default=DEFAULT_GUIDANCE,
+        help=f"classifier-free guidance scale of a conditional model (default {DEFAULT_GUIDANCE:g}; 1: plain "
+        "conditional, 0: ignore the class)",
+    )
     command.add_argument("--device", default="auto")
     command.add_argument("--batch-size", type=positive_int, default=256, help="images per network call")
 
@@ -149,12 +160,23 @@ def add_training_arguments(command: argparse.ArgumentParser) -> None:
         default=defaults.min_snr_gamma,
         help="the cap gamma of --weighting min_snr (Hang et al. 2023 use 5)",
     )
-    command.add_argument("--class-conditional", action="store_true", help="train with labels (for guidance)")
+    command.add_argument(
+        "--timestep-sampling",
+        default=defaults.timestep_sampling,
+        choices=TIMESTEP_SAMPLINGS,
+        help="which noise levels the loss practises: logit_normal (most in the middle) or uniform (Ho et al.)",
+    )
+    command.add_argument(
+        "--class-conditional",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train with labels, for guidance (default: when the dataset has labels, as the digits do)",
+    )
     command.add_argument(
         "--p-uncond",
         type=float,
         default=defaults.p_uncond,
-        help="label dropout for classifier-free guidance, 0..1 (with --class-conditional)",
+        help="label dropout for classifier-free guidance, 0..1 (conditional models)",
     )
     command.add_argument("--seed", type=non_negative_int, default=defaults.seed)
     command.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")

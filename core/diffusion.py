@@ -23,6 +23,7 @@ Objective = Literal["eps", "x0", "v"]
 OBJECTIVES: tuple[str, ...] = ("eps", "x0", "v")
 WEIGHTINGS: tuple[str, ...] = ("none", "min_snr")
 MIN_SNR_GAMMA = 5.0  # Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"
+TIMESTEP_SAMPLINGS: tuple[str, ...] = ("uniform", "logit_normal")
 
 
 def check_objective(objective: str) -> None:
@@ -32,6 +33,27 @@ def check_objective(objective: str) -> None:
 
 def _coef(schedule: NoiseSchedule, coef: Tensor, t: Tensor | int, x: Tensor) -> Tensor:
     return schedule.at(coef, t, x.shape, dtype=x.dtype, device=x.device)
+
+
+def draw_timesteps(
+    num_timesteps: int,
+    batch: int,
+    sampling: str = "uniform",
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """The timesteps a training batch practises, LongTensor [batch] in 0..T-1. "uniform": t ~ U{0..T-1} (Ho et al.
+    2020). "logit_normal": t = floor(T sigmoid(n)) with n ~ N(0, 1), the logit-normal of Esser et al. 2024 (SD3)
+    on the timestep index: most practice in the middle, where on the cosine schedule signal and noise are equal
+    (alpha-bar 0.5 at t = T/2) and the layout of a picture is decided; the clean and the pure-noise ends are still
+    drawn, less often. Both draw only from `generator`."""
+    if sampling == "uniform":
+        return torch.randint(0, num_timesteps, (batch,), generator=generator, device=device)
+    if sampling == "logit_normal":
+        fraction = torch.sigmoid(torch.randn(batch, generator=generator, device=device))
+        return (fraction * num_timesteps).long().clamp_(0, num_timesteps - 1)
+    raise ValueError(f"unknown timestep sampling {sampling!r}; choose one of {', '.join(TIMESTEP_SAMPLINGS)}")
 
 
 def q_sample(schedule: NoiseSchedule, x0: Tensor, t: Tensor | int, noise: Tensor) -> Tensor:
@@ -148,12 +170,14 @@ def training_loss(
     p_uncond: float = 0.0,
     weighting: str = "none",
     min_snr_gamma: float = MIN_SNR_GAMMA,
+    timestep_sampling: str = "uniform",
     generator: torch.Generator | None = None,
     rows: slice | None = None,
 ) -> LossResult:
-    """The simple DDPM loss (Ho et al. eq. 14) for any objective: draw t ~ U{0..T-1} and eps ~ N(0, I), noise x_0,
-    and regress the network's output on the target. p_uncond replaces labels by the "no class" token with that
-    probability (classifier-free guidance training); weighting "min_snr" caps the SNR weight at min_snr_gamma.
+    """The simple DDPM loss (Ho et al. eq. 14) for any objective: draw t (draw_timesteps, by `timestep_sampling`:
+    U{0..T-1} by default) and eps ~ N(0, I), noise x_0, and regress the network's output on the target. p_uncond
+    replaces labels by the "no class" token with that probability (classifier-free guidance training); weighting
+    "min_snr" caps the SNR weight at min_snr_gamma.
     Randomness comes only from `generator` (its device is used to draw, then moved to x0's device, so a seed gives
     the same run on any device). `rows`: the part of the batch this process trains on (multi-process training,
     core.distributed): everything is drawn for the whole batch x0, so each slice sees the draws one process would,
@@ -163,7 +187,7 @@ def training_loss(
         raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond}")
     batch = x0.shape[0]
     draw_device = generator.device if generator is not None else x0.device
-    t = torch.randint(0, schedule.num_timesteps, (batch,), generator=generator, device=draw_device)
+    t = draw_timesteps(schedule.num_timesteps, batch, timestep_sampling, generator=generator, device=draw_device)
     noise = torch.randn(x0.shape, generator=generator, device=draw_device, dtype=x0.dtype)
     t, noise = t.to(x0.device), noise.to(x0.device)
     if y is not None and p_uncond > 0:

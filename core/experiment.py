@@ -32,7 +32,7 @@ from core.checkpoint import load_checkpoint
 from core.imaging import make_grid, points_to_image, save_images, save_points, to_pil, to_uint8
 from core.metrics import has_metric, score_samples
 from core.sampler_base import draw_noise
-from core.samplers import sample
+from core.samplers import sample_as_default
 from core.training import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
@@ -216,15 +216,18 @@ def plan_runs(base: TrainConfig, vary: dict[str, list]) -> list[PlannedRun]:
 
 
 def draw_from_checkpoint(folder: Path, n: int, seed: int) -> torch.Tensor:
-    """n samples from the checkpoint in `folder`, with the sampler settings it records, from x_T drawn with
-    `seed` (the same x_T for every run of the same shape)."""
+    """n samples from the checkpoint in `folder`, with the sampler settings it records (a class-conditional model:
+    each class in turn, with the default guidance), from x_T drawn with `seed` (the same x_T for every run of the
+    same shape)."""
     checkpoint = load_checkpoint(folder)
     settings = checkpoint.sampling_defaults
     sampler = settings.sampler_for(checkpoint.schedule, checkpoint.objective)
     generator = torch.Generator().manual_seed(seed)
     x_T = draw_noise((n, *checkpoint.sample_shape), generator, "cpu", torch.float32)
     with torch.no_grad():
-        return sample(checkpoint.sampling_model.eval(), sampler, x_T, settings.steps, generator=generator).cpu()
+        return sample_as_default(
+            checkpoint.sampling_model.eval(), sampler, x_T, settings.steps, generator=generator
+        ).cpu()
 
 
 def run_one(run: PlannedRun, n: int, out: Path, seed: int) -> dict:

@@ -82,6 +82,17 @@ DEFAULT_STEPS = 10
 DEFAULT_SPACING = "trailing"
 LEGACY_SPACING = "leading"  # what records written before the spacing field sampled with
 DDIM_STEPS = 50  # DDIM's usual number of network calls (FD near DDPM-1000's at 1/20 of the calls, RESULTS.md)
+# A class-conditional model is sampled, unless asked otherwise, for each class in turn (`each_class`) with this
+# classifier-free guidance scale: the Sample tab's, the CLI's and the benchmarks' default.
+DEFAULT_GUIDANCE = 2.0
+
+
+def each_class(num_classes: int | None, count: int, device: torch.device | str | None = None) -> Tensor | None:
+    """Labels 0, 1, 2, ... in turn for `count` samples of a class-conditional model (num_classes set), so every
+    class is drawn equally often; None for an unconditional model."""
+    if not num_classes:
+        return None
+    return torch.arange(count, device=device) % num_classes
 
 
 def default_steps(sampler: str, num_timesteps: int) -> int:
@@ -266,3 +277,13 @@ def sample(model: nn.Module, sampler: Sampler, x_T: Tensor, num_steps: int, **kw
     for step in denoise(model, sampler, x_T, num_steps, **kwargs):
         x = step.x_t
     return x
+
+
+def sample_as_default(
+    model: nn.Module, sampler: Sampler, x_T: Tensor, num_steps: int, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """`sample` as a model is sampled unless asked otherwise (the CLI, the Sample tab, the benchmarks): a
+    class-conditional model for each class in turn with DEFAULT_GUIDANCE, an unconditional one plainly."""
+    labels = each_class(getattr(model, "num_classes", None), x_T.shape[0], x_T.device)
+    guidance = DEFAULT_GUIDANCE if labels is not None else 1.0
+    return sample(model, sampler, x_T, num_steps, y=labels, guidance_scale=guidance, generator=generator)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from core.noise_levels import SPACINGS
 from core.sampler_base import Step, draw_noise
-from core.samplers import SAMPLERS, denoise, make_sampler
+from core.samplers import SAMPLERS, denoise, each_class, make_sampler
 from core.schedules import NoiseSchedule
 from core.sdedit import levels_from
 from explorer.denoiser_field import run_field
@@ -196,7 +196,7 @@ def class_labels(entry: ModelEntry, count: int, label: int | None) -> Tensor | N
     if label is None or entry.num_classes is None:
         return None
     if label == EACH_CLASS:
-        return torch.arange(count, device=entry.device) % entry.num_classes
+        return each_class(entry.num_classes, count, entry.device)
     return torch.full((count,), label, dtype=torch.long, device=entry.device)
 
 

@@ -1,16 +1,17 @@
 """The Train tab's "Advanced" group: the noise schedule's parameters and the loss's settings, their layout and checks.
 
 The schedule's parameters are the Schedules tab's (T, beta_start, beta_end, cosine s, zero terminal SNR; its "Train
-with this schedule" button fills them in), and the loss's are min-SNR weighting (Hang et al. 2023) with its cap gamma
-and the label dropout of classifier-free guidance. `advanced_group` lays the controls out in a closed accordion;
-`advanced_settings` turns their values into core.training.TrainConfig fields, or a gr.Error naming the bad control.
+with this schedule" button fills them in), and the loss's are min-SNR weighting (Hang et al. 2023) with its cap gamma,
+the label dropout of classifier-free guidance and which noise levels the loss practises (timestep sampling).
+`advanced_group` lays the controls out in a closed accordion; `advanced_settings` turns their values into
+core.training.TrainConfig fields, or a gr.Error naming the bad control.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from core.diffusion import WEIGHTINGS
+from core.diffusion import TIMESTEP_SAMPLINGS, WEIGHTINGS
 from core.training import TrainConfig
 from explorer.tabs.schedules import MAX_T, MIN_T
 from explorer.widgets import (
@@ -37,11 +38,16 @@ def advanced_settings(
     weighting: str = DEFAULTS.weighting,
     min_snr_gamma: float = DEFAULTS.min_snr_gamma,
     p_uncond: float = DEFAULTS.p_uncond,
+    timestep_sampling: str = DEFAULTS.timestep_sampling,
 ) -> dict:
     """The Advanced group's values as TrainConfig fields, each checked against its control's range (values from a
     script never saw the page's limits); a gr.Error names the control."""
     if weighting not in WEIGHTINGS:
         raise gr.Error(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+    if timestep_sampling not in TIMESTEP_SAMPLINGS:
+        raise gr.Error(
+            f"unknown timestep sampling {timestep_sampling!r}; choose one of {', '.join(TIMESTEP_SAMPLINGS)}"
+        )
     return {
         "num_timesteps": whole_number("T", num_timesteps, MIN_T, MAX_T),
         "beta_start": bounded_number("beta_start", beta_start, *BETA_START_RANGE),
@@ -51,6 +57,7 @@ def advanced_settings(
         "weighting": weighting,
         "min_snr_gamma": bounded_number("min-SNR gamma", min_snr_gamma, *GAMMA_RANGE),
         "p_uncond": bounded_number("label dropout", p_uncond, 0.0, 1.0),
+        "timestep_sampling": timestep_sampling,
     }
 
 
@@ -96,6 +103,13 @@ def advanced_group() -> tuple[gr.Accordion, dict[str, gr.components.Component]]:
                 (0, 1),
                 "Class-conditional only: how often the label is hidden, so guidance works later.",
             )
+        timestep_sampling = gr.Radio(
+            list(TIMESTEP_SAMPLINGS),
+            value=DEFAULTS.timestep_sampling,
+            label="Timestep sampling",
+            info="Which noise levels the model practises: logit_normal, mostly the middle ones; uniform, all alike.",
+            elem_id="train-timestep-sampling",
+        )
     controls = {
         "num_timesteps": num_timesteps,
         "beta_start": beta_start,
@@ -105,5 +119,6 @@ def advanced_group() -> tuple[gr.Accordion, dict[str, gr.components.Component]]:
         "weighting": weighting,
         "min_snr_gamma": min_snr_gamma,
         "p_uncond": p_uncond,
+        "timestep_sampling": timestep_sampling,  # (last: the API's parameters keep their order)
     }
     return accordion, controls

@@ -29,7 +29,7 @@ from torch import Tensor
 from core.data import ImageDataset
 from core.device import pick_device
 from core.sampler_base import draw_noise
-from core.samplers import DEFAULT_SPACING, make_sampler, sample
+from core.samplers import DEFAULT_SPACING, each_class, make_sampler, sample
 from core.toy_data import PointDataset
 from core.training import ProgressRecord, TrainConfig, Trainer, TrainingDiverged, load_training_data
 from explorer.gpu_memory import Need, is_out_of_memory, training_need
@@ -94,9 +94,7 @@ class Preview:
         shape = (count, data.dim) if self.is_points else (count, data.channels, data.image_size, data.image_size)
         generator = torch.Generator().manual_seed(seed)
         self.x_T = draw_noise(shape, generator, trainer.device, torch.float32)
-        self.labels = (
-            torch.arange(count, device=trainer.device) % data.num_classes if trainer.config.class_conditional else None
-        )
+        self.labels = each_class(data.num_classes if trainer.config.class_conditional else None, count, trainer.device)
         self.reference = data.tensor[:REFERENCE_POINTS].cpu() if self.is_points else None
         self.sampler = make_sampler(
             PREVIEW_SAMPLER,

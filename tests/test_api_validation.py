@@ -217,6 +217,7 @@ CASES = [
     case("/train", above(1000, "100.0"), TRAIN, min_snr_gamma=1000),
     case("/train", above(1.5, 1), TRAIN, p_uncond=1.5),
     case("/train", below(-0.1, 0), TRAIN, p_uncond=-0.1),
+    case("/train", not_a_choice("cubic"), TRAIN, timestep_sampling="cubic"),
     case(
         "/train",
         says("eps prediction cannot be trained with zero terminal SNR: at t = T-1 alpha-bar is 0"),
@@ -367,7 +368,7 @@ def test_train_keeps_its_parameters_in_order_and_appends_the_advanced_ones_with_
         *("batch_size", "lr", "ema_decay", "seed", "class_conditional"),
     ]
     advanced = ["num_timesteps", "beta_start", "beta_end", "cosine_s", "zero_terminal_snr", "weighting"]
-    assert names[12:] == [*advanced, "min_snr_gamma", "p_uncond"]
+    assert names[12:] == [*advanced, "min_snr_gamma", "p_uncond", "timestep_sampling"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in parameters[12:] if p["parameter_has_default"]}
     assert defaults == {
         "num_timesteps": 1000,
@@ -378,6 +379,7 @@ def test_train_keeps_its_parameters_in_order_and_appends_the_advanced_ones_with_
         "weighting": "none",
         "min_snr_gamma": 5.0,
         "p_uncond": 0.1,
+        "timestep_sampling": "logit_normal",
     }
 
 

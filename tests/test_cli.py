@@ -43,6 +43,39 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def unconditional(tmp_path_factory):
+    """Two steps of the same run without labels (--no-class-conditional) and with uniform timesteps."""
+    out = tmp_path_factory.mktemp("run") / "unconditional"
+    flags = ["--steps", "2", "--batch-size", "8", "--device", "cpu", "--no-class-conditional"]
+    assert main(["train", *flags, "--timestep-sampling", "uniform", "--out", str(out)]) == 0
+    return out
+
+
+def test_the_default_run_on_digits_trains_with_labels_and_logit_normal_timesteps(trained, unconditional):
+    """The recipe's defaults: a dataset with labels trains class-conditional, the loss practises logit-normal
+    timesteps; both can be turned off, and the checkpoint records what ran."""
+    default, off = (load_checkpoint(folder).config for folder in (trained, unconditional))
+    assert default["class_conditional"] is True and default["training"]["class_conditional"] is True
+    assert default["training"]["timestep_sampling"] == "logit_normal"
+    assert off["class_conditional"] is False and off["training"]["timestep_sampling"] == "uniform"
+    assert load_checkpoint(trained).sampling_model.num_classes == 10
+    assert not getattr(load_checkpoint(unconditional).sampling_model, "num_classes", None)
+
+
+def test_sample_draws_each_class_in_turn_from_a_conditional_model(trained, tmp_path):
+    """Without --label a class-conditional checkpoint draws 0, 1, 2, ... in turn (the labels go into the .npz);
+    with --label, only that class."""
+    each, three = tmp_path / "each.npz", tmp_path / "three.npz"
+    assert main(["sample", "--checkpoint", str(trained), "--n", "12", "--steps", "2", "--out", str(each)]) == 0
+    assert (
+        main(["sample", "--checkpoint", str(trained), "--n", "4", "--steps", "2", "--label", "3", "--out", str(three)])
+        == 0
+    )
+    assert np.load(each)["labels"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert np.load(three)["labels"].tolist() == [3, 3, 3, 3]
+
+
 def test_train_writes_a_checkpoint(trained):
     checkpoint = load_checkpoint(trained)
     assert checkpoint.step == 20 and checkpoint.ema_model is not None
@@ -219,14 +252,16 @@ def test_resume_continues_the_step_count(trained, tmp_path):
         (["train", "--p-uncond", "1.5", "--out", "x"], "p_uncond must be in [0, 1], got 1.5"),
         (["sample", "--checkpoint", "nowhere", "--out", "x.png"], "no config.json"),
         (["sample", "--checkpoint", "CKPT", "--out", "x.gif"], "must end in .png or .npz"),
-        (["sample", "--checkpoint", "CKPT", "--label", "3", "--out", "x.png"], "needs a class-conditional"),
+        (["sample", "--checkpoint", "UNCOND", "--label", "3", "--out", "x.png"], "needs a class-conditional"),
+        (["sample", "--checkpoint", "CKPT", "--label", "10", "--out", "x.png"], "--label must be in 0..9"),
+        (["train", "--timestep-sampling", "cubic", "--out", "x"], "invalid choice: 'cubic'"),
         (["sample", "--checkpoint", "CKPT", "--steps", "5000", "--out", "x.png"], "at most 1000"),
         (["sample", "--checkpoint", "CKPT", "--eta", "2", "--out", "x.png"], "eta must be in [0, 1]"),
         (["sample", "--checkpoint", "CKPT", "--n", "5000", "--out", "x.png"], "--n must be at most 1024"),
     ],
 )
-def test_bad_arguments_exit_with_a_message(argv, message, trained, capsys, tmp_path):
-    argv = [str(trained) if a == "CKPT" else a for a in argv]
+def test_bad_arguments_exit_with_a_message(argv, message, trained, unconditional, capsys, tmp_path):
+    argv = [{"CKPT": str(trained), "UNCOND": str(unconditional)}.get(a, a) for a in argv]
     argv = [str(tmp_path / a) if a.startswith("x.") else a for a in argv]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -46,7 +46,7 @@ def closed_form_target(objective, x0, noise, alpha_bar):
 def recomputed_loss(model, seen, alpha_bar):
     """Each sample's mean squared error of `model` on the shown x_t and t against the shown x0 and noise."""
     with torch.no_grad():
-        output = model(seen.x_t, seen.t)
+        output = model(seen.x_t, seen.t) if seen.y is None else model(seen.x_t, seen.t, seen.y)
     target = closed_form_target(seen.objective, seen.x0, seen.noise, alpha_bar)
     return output, (output - target).pow(2).flatten(1).mean(dim=1)
 

@@ -105,9 +105,11 @@ def test_the_trainer_picks_the_denoiser_by_dataset_kind():
 
 @pytest.fixture(scope="module")
 def trained():
-    """The tiny MLP after 400 steps on moons (about 5 s on one thread)."""
+    """The tiny MLP after 400 steps on moons (about 5 s on one thread), without the moons' labels."""
     config = TrainConfig(
         dataset="moons",
+        class_conditional=False,
+        timestep_sampling="uniform",  # the Train tab's choice for points (explorer/tabs/train.py POINT_DEFAULTS)
         steps=400,
         batch_size=256,
         lr=3e-3,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import gradio as gr
 
 from core.sampler_base import Step
-from core.samplers import SamplingDefaults
+from core.samplers import DEFAULT_GUIDANCE, SamplingDefaults
 from explorer.figures import class_histogram_figure
 from explorer.jobs import Job, run_job, throttled
 from explorer.merged_calls import MergedCalls
@@ -47,7 +47,6 @@ from explorer.tabs.sampler_controls import build_sampler_controls
 from explorer.trajectory import Trajectory, format_t, step_pictures
 from explorer.widgets import explanation, file_box, pixel_picture, progress_html, whole_number
 
-DEFAULT_GUIDANCE = 2.0
 REPLAY_LABEL = "Replay the run, step by step"
 FRAME_INTERVAL = 0.05  # at most 20 live page updates a second for one user; the last step is always shown
 SERVER_FRAMES = 15  # live page updates a second for all sampling users together: 30 at once get one each 2 s
