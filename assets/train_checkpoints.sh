@@ -6,6 +6,9 @@
 set -euo pipefail
 out=assets/checkpoints
 common=(--num-threads 2 --device cpu --no-training-state)
+# the recipe of their day drew timesteps uniformly, and trained with labels only when asked (both defaults since
+# 2026-12-04: class-conditional where the dataset has labels, logit-normal timesteps), so these name both
+before=(--timestep-sampling uniform)
 
 # digits: the live-training recipe of their day (the U-Net "tiny" was until 2026-12-03, now "tiny-3-level"; x0 on
 # cosine, the digits' own 28x28, bf16 autocast where native),
@@ -13,9 +16,9 @@ common=(--num-threads 2 --device cpu --no-training-state)
 # (DPM-Solver++(2M) SDE, 10 steps, trailing: the best at 10 network calls, benchmarks/RESULTS.md "Sampler quality:
 # mnist_uncond")
 python -m core train --dataset mnist5k --preset tiny-3-level --steps 8000 --ema-decay 0.999 "${common[@]}" \
-    --out "$out/mnist_uncond"
+    "${before[@]}" --no-class-conditional --out "$out/mnist_uncond"
 python -m core train --dataset mnist5k --preset tiny-3-level --steps 8000 --ema-decay 0.999 "${common[@]}" \
-    --class-conditional --p-uncond 0.1 --out "$out/mnist_cond"
+    "${before[@]}" --class-conditional --p-uncond 0.1 --out "$out/mnist_cond"
 
 # 2D toy sets: the tiny MLP (its preset includes six Fourier features of the input, without which the spiral came
 # out as a disk), eps prediction (x0 prediction blurs separated modes: eight Gaussians came out as a ring), larger
@@ -24,5 +27,5 @@ python -m core train --dataset mnist5k --preset tiny-3-level --steps 8000 --ema-
 for name in moons swiss_roll eight_gaussians checkerboard spiral; do
     python -m core train --dataset "$name" --preset tiny --objective eps --steps 10000 --batch-size 256 --lr 3e-3 \
         --warmup-steps 100 --sample-sampler ddim --sample-steps 50 --sample-eta 1 --sample-spacing leading \
-        "${common[@]}" --out "$out/toy_$name"
+        "${common[@]}" "${before[@]}" --no-class-conditional --out "$out/toy_$name"
 done

@@ -67,8 +67,8 @@ from core.accelerators import SpeedChoices
 from core.data import ImageDataset
 from core.device import available_cores
 from core.diffusion import training_loss
-from core.training import TrainConfig, Trainer, load_training_data
-from core.unet import PRESETS, make_unet
+from core.training import TrainConfig, Trainer, load_training_data, make_denoiser
+from core.unet import PRESETS
 
 SECTION_HEADING = "## CPU efficiency (benchmarks/cpu_efficiency.py)"
 REFERENCE = "live"  # the row every ratio divides by: the live recipe as the Train tab runs it
@@ -235,7 +235,7 @@ def build(variant: Variant, data: ImageDataset) -> Row:
     if variant.model or variant.norm != "group":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            model = make_unet(config.preset, in_channels=data.channels, **variant.model)
+            model = make_denoiser(trainer.config, data, **variant.model)
         if variant.norm != "group":
             replace_norms(model, variant.norm)
     replace_model(trainer, model, speed)

@@ -58,7 +58,7 @@ from core.device_agreement import SAMPLING_TOLERANCE, agreement
 from core.diffusion import training_loss
 from core.metrics import AS_REAL_CONFIDENT, AS_REAL_RATIO, evaluate_samples, real_floor
 from core.sampler_base import draw_noise
-from core.samplers import make_sampler, sample
+from core.samplers import make_sampler, sample, sample_as_default
 from core.schedules import make_schedule
 from core.training import TrainConfig, Trainer, make_denoiser
 
@@ -324,7 +324,8 @@ def time_to_goal(device: torch.device, args: argparse.Namespace) -> tuple[list[l
             count = min(SAMPLE_CHUNK, args.goal_n - start)
             x_T = draw_noise((count, *data.tensor.shape[1:]), generator, device, torch.float32)
             with torch.no_grad():
-                chunks.append(sample(trainer.ema_model, sampler, x_T, GOAL_SAMPLER_STEPS, generator=generator).cpu())
+                model = trainer.ema_model  # (class-conditional: each class in turn, the default guidance)
+                chunks.append(sample_as_default(model, sampler, x_T, GOAL_SAMPLER_STEPS, generator=generator).cpu())
         scores = evaluate_samples(torch.cat(chunks).float())
         present = sum(count > 0 for count in scores["class_histogram"])
         met = scores["fd"] <= AS_REAL_RATIO * floor and scores["confident_fraction"] >= AS_REAL_CONFIDENT

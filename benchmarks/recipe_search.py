@@ -5,11 +5,12 @@ changed (and, for model-shape variants, the "tiny" U-Net with some constructor a
 the bundled mnist5k training digits for --budget seconds of wall clock (default 60) once per seed (--seeds,
 default 0 1 2), draws --n samples (default 256) from its EMA weights with the sampler a fresh checkpoint records
 (core.samplers.SamplingDefaults: DPM-Solver++(2M) SDE, 10 steps, trailing timesteps; x0 clipped; x_T seeded per
-seed; timed separately) and scores them with `core.metrics.evaluate_samples` on both held-out splits: the "tune"
-split's FD chooses (a recipe search is tuning), the "report" split's numbers are the ones the project reports (the
-60-s goal: FD within 3x of the real-vs-real floor at the same n and seed, >= 80% confident, all ten digits).
-Each row gives the medians over the seeds, and the useful arithmetic (training FLOPs per image x images/s) that
-benchmarks/cpu_efficiency.py measures in detail.
+seed; timed separately; a class-conditional model for each class in turn with core.samplers.DEFAULT_GUIDANCE, as
+the CLI and the Sample tab draw it unless asked otherwise) and scores them with `core.metrics.evaluate_samples` on
+both held-out splits: the "tune" split's FD chooses (a recipe search is tuning), the "report" split's numbers are
+the ones the project reports (the 60-s goal: FD within 3x of the real-vs-real floor at the same n and seed, >= 80%
+confident, all ten digits). Each row gives the medians over the seeds, and the useful arithmetic (training FLOPs per
+image x images/s) that benchmarks/cpu_efficiency.py measures in detail.
 
 Results accumulate: each run replaces the rows of the variants it ran in its section of benchmarks/RESULTS.md and
 keeps the others, so rounds of a greedy search can be run one after another:
@@ -20,8 +21,10 @@ keeps the others, so rounds of a greedy search can be run one after another:
 
 The machine must be quiet: two runs at once on 2 cores change each other's step counts several-fold.
 
-This is round 3 (issue 19: more useful arithmetic per second): networks on 2x2 patches (UNetConfig.patch_size)
-whose wider convolutions fill the bf16 matrix units. Round 1 ran on a U-Net that erased the time embedding in
+This is round 4 (issue 19: recognizable digits in 60 s): the labels the digits come with (a class-conditional
+model, as TrainConfig now trains wherever the dataset has labels) and which noise levels the loss practises
+(TrainConfig.timestep_sampling, logit-normal). Round 3 chose the network on 2x2 patches (UNetConfig.patch_size)
+whose wider convolutions fill the bf16 matrix units; round 1 ran on a U-Net that erased the time embedding in
 "tiny", round 2 on the fixed U-Net with DDIM-50 at n = 500; their tables stay in RESULTS.md as the record of how
 the earlier defaults were chosen.
 """
@@ -44,14 +47,13 @@ from core.data import load_dataset
 from core.device import available_cores
 from core.metrics import evaluate_samples, real_floor
 from core.sampler_base import draw_noise
-from core.samplers import SamplingDefaults, sample
-from core.training import TrainConfig, Trainer
-from core.unet import make_unet
+from core.samplers import DEFAULT_GUIDANCE, SamplingDefaults, each_class, sample
+from core.training import TrainConfig, Trainer, make_denoiser
 
 SPLIT = "tune"  # the held-out digits for choosing (core.metrics.REFERENCE_SPLITS)
 REPORT = "report"  # the held-out digits for the numbers the project reports (the issue's targets)
 SPLITS = (SPLIT, REPORT)
-SECTION = "## Live-training recipe, round 3: the network that fills the matrix units (benchmarks/recipe_search.py)"
+SECTION = "## Live-training recipe, round 4: labels, and the noise levels it practises (benchmarks/recipe_search.py)"
 SAMPLE_SEED = 1234  # x_T of seed s: SAMPLE_SEED + s
 
 
@@ -62,11 +64,13 @@ class Variant:
     config: dict = field(default_factory=dict)  # TrainConfig fields that differ from the defaults
     model: dict = field(default_factory=dict)  # "tiny" U-Net constructor arguments that differ
     sampling: dict = field(default_factory=dict)  # SamplingDefaults fields that differ (sampler, steps, eta, ...)
+    guidance: float = DEFAULT_GUIDANCE  # a class-conditional model's guidance scale (each class in turn)
 
 
 # The base every variant changes: the shipped TrainConfig defaults (round 1's base had EMA 0.995).
 BASE: dict = {}
 OLD_TINY = {"preset": "tiny-3-level"}  # "tiny" before round 3; rounds 1 and 2 changed this network
+ROUND_3 = {"class_conditional": False, "timestep_sampling": "uniform"}  # the base of round 3
 DDIM50 = {"sampler": "ddim", "steps": 50, "spacing": "leading"}
 # The 2x2-patch networks (UNetConfig.patch_size): 4 channels at 14x14, so the convolutions are 2-4x wider for the
 # same positions x channels and fill the bf16 matrix units better (benchmarks/RESULTS.md "CPU efficiency").
@@ -81,6 +85,12 @@ def p2(width: int, **changes: object) -> dict:
 VARIANTS: tuple[Variant, ...] = (
     Variant("base", "the base recipe"),
     Variant("repeat", "the base recipe again: the run-to-run spread"),
+    Variant("round-3", "round 3's base: no labels, uniform timesteps", ROUND_3),
+    Variant("unconditional", "no labels (logit-normal timesteps)", {"class_conditional": False}),
+    Variant("uniform-t", "uniform timesteps (with labels)", {"timestep_sampling": "uniform"}),
+    Variant("guidance1", "guidance 1: plain conditional sampling", guidance=1.0),
+    Variant("guidance1.5", "guidance 1.5", guidance=1.5),
+    Variant("guidance3", "guidance 3", guidance=3.0),
     Variant("tiny-3-level", "the 3-level, 16-channel tiny of rounds 1 and 2 (the base before round 3)", OLD_TINY),
     Variant("fp32-tiny-3-level", "float32, the 3-level tiny (where bf16 is slow)", {**OLD_TINY, "precision": "fp32"}),
     Variant("fp32", "float32 instead of bf16 autocast", {"precision": "fp32"}),
@@ -189,7 +199,7 @@ def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int
     if variant.model:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            replace_model(trainer, make_unet(config.preset, in_channels=data.channels, **variant.model))
+            replace_model(trainer, make_denoiser(trainer.config, data, **variant.model))
     gflop = training_flops(trainer) / 1e9
     last = None
     for record in trainer.run():
@@ -198,9 +208,13 @@ def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int
     sampler = chosen.sampler_for(trainer.schedule, config.objective)
     generator = torch.Generator().manual_seed(SAMPLE_SEED + seed)
     x_T = draw_noise((n, *data.tensor.shape[1:]), generator, "cpu", torch.float32)
+    labels = each_class(getattr(trainer.ema_model, "num_classes", None), n)  # (None: an unconditional model)
     start = time.perf_counter()
     with torch.no_grad():
-        samples = sample(trainer.ema_model, sampler, x_T, chosen.steps, generator=generator)
+        guidance = variant.guidance
+        samples = sample(
+            trainer.ema_model, sampler, x_T, chosen.steps, y=labels, guidance_scale=guidance, generator=generator
+        )
     sampling_seconds = time.perf_counter() - start
     scores = {split: evaluate_samples(samples, seed=seed, split=split) for split in SPLITS}
     floors = {split: real_floor(n, seed=seed, split=split) for split in SPLITS}
@@ -211,6 +225,8 @@ def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int
 def format_row(variant: Variant, runs: Sequence[Run]) -> str:
     """One table row: medians over the seeds (the tune split's FD of each seed too, in seed order)."""
     changed = {**variant.config, **variant.model, **variant.sampling}
+    if variant.guidance != DEFAULT_GUIDANCE:
+        changed["guidance"] = variant.guidance
     changes = ", ".join(f"{k}={v}" for k, v in changed.items()) or "-"
     ips = median(r.images_per_second for r in runs)
     gflop = runs[0].gflop_per_image
@@ -272,12 +288,14 @@ def preamble(args: argparse.Namespace, machine: str, command: str, warning: str 
     header = "\n".join(section_header(SECTION, machine, command, warning)[1:]).strip()
     return header + (
         f"\n\nEach row: the search's base recipe (preset {d.preset!r}, objective {d.objective!r}, "
+        f"class-conditional where the dataset has labels (the digits have), timesteps {d.timestep_sampling!r}, "
         f"schedule {d.schedule!r}, image size {d.image_size or own}, batch {d.batch_size}, "
         f"lr {d.lr:g} with {d.warmup_steps} warm-up steps then cosine decay to {d.min_lr_ratio:g} lr "
         f"over the budget, EMA {d.ema_decay}, precision {d.precision!r}) with the listed changes, "
         f"trained for {args.budget:g} s on the 4,000 mnist5k training digits, once per seed ({seeds}); then "
         f"{args.n} samples from the EMA weights with the default sampler ({chosen.sampler}, {chosen.steps} steps, "
-        f"{chosen.spacing} timesteps, x0 clipped; x_T seeded per seed), scored by core.metrics.evaluate_samples. "
+        f"{chosen.spacing} timesteps, x0 clipped; x_T seeded per seed; a class-conditional model for each class in "
+        f"turn, 0, 1, 2, ..., with guidance {DEFAULT_GUIDANCE:g}), scored by core.metrics.evaluate_samples. "
         f'A recipe is chosen by the "{SPLIT}" split\'s FD (tuning); the "{REPORT}" split\'s numbers are the ones '
         "the project reports (core.metrics.REFERENCE_SPLITS). Every number is the median over the seeds; "
         "FD / floor divides each seed's FD by the real-vs-real FD at the same n and seed; digits present: the "

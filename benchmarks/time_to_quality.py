@@ -15,7 +15,8 @@ Contenders (all batch 64, gradient-norm clipping at 1.0, CPU, one thread per ava
 * ours: `core.training.Trainer` with the `TrainConfig` defaults (preset "tiny", x0 objective, cosine
   schedule, the digits' own 28x28, bf16 autocast where the CPU runs it natively, AdamW, 50 warm-up steps then
   cosine decay to 0.1 lr over the budget, EMA 0.99; how they were chosen: benchmarks/recipe_search.py), with
-  `time_budget=budget, steps=None`; "default" lr = TrainConfig().lr (2e-3), and 1e-3. Samples: the EMA model,
+  `time_budget=budget, steps=None`, without labels (`class_conditional=False`: the peers train unconditional
+  models, so ours does too here); "default" lr = TrainConfig().lr (2e-3), and 1e-3. Samples: the EMA model,
   core DDIM-50 with the config's objective and clip_x0=True.
   Because the shipped recipe decays its learning rate over the budget it is given, each budget is a fresh run
   (a 180 s run is not the 60 s run continued): ours costs the sum of the budgets, not their maximum.
@@ -176,7 +177,8 @@ def race_ours(data, lr: float, budgets: Sequence[float], seed: int) -> Iterator[
     at the recipe's image size (their own 28x28: the padding to 32 carries no information)."""
     data = load_dataset("mnist5k", split="train", image_size=RECIPE_SIZE)
     for budget in budgets:
-        trainer = Trainer(TrainConfig(lr=lr, time_budget=budget, steps=None, seed=seed), dataset=data)
+        config = TrainConfig(lr=lr, time_budget=budget, steps=None, seed=seed, class_conditional=False)  # as the peers
+        trainer = Trainer(config, dataset=data)
         elapsed = 0.0
         for record in trainer.run():
             elapsed = record.elapsed

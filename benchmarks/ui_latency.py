@@ -52,7 +52,7 @@ from core.device import available_cores
 from core.imaging import save_images
 from core.metrics import confident_fraction, evaluate_samples, real_floor
 from core.sampler_base import draw_noise
-from core.samplers import sample
+from core.samplers import DEFAULT_GUIDANCE, sample_as_default
 from explorer.tabs import embedding, forward, schedules, unet
 from explorer.tabs.lesson import CHAPTERS
 from explorer.tabs.train import default_training
@@ -234,15 +234,20 @@ def live_training(seconds: float = 60.0) -> tuple[list[str], dict]:
     generator = torch.Generator().manual_seed(0)
     x_T = draw_noise((SCORE_SAMPLES, *trainer.train_tensor.shape[1:]), generator, trainer.device, torch.float32)
     with torch.no_grad():
-        samples = sample(trainer.ema_model, sampler, x_T, chosen.steps, generator=generator)
+        samples = sample_as_default(trainer.ema_model, sampler, x_T, chosen.steps, generator=generator)
     scores = evaluate_samples(samples)
+    labels = f", each class in turn, guidance {DEFAULT_GUIDANCE:g}" if trainer.config.class_conditional else ""
     scores.update(
         floor=real_floor(SCORE_SAMPLES),
         steps=trainer.step,
         images_per_second=final.history.last.images_per_second,
-        sampler=f"{chosen.sampler}, {chosen.steps} steps, {chosen.spacing}",
+        sampler=f"{chosen.sampler}, {chosen.steps} steps, {chosen.spacing}{labels}",
+        conditional=trainer.config.class_conditional,
     )
     return rows, scores
+
+
+PREVIEW_LABELS = "; the class-conditional model draws each class in turn, without guidance"
 
 
 def cold_start_seconds(runs: int = 3) -> list[tuple[float, float]]:
@@ -327,7 +332,8 @@ def main() -> None:
     lines += [
         "",
         "A default live training (60 s, the Train tab's defaults), its preview (16 digits from one fixed noise, "
-        f"{PREVIEW_SAMPLER} with {PREVIEW_STEPS} steps on trailing timesteps) as the page showed it:",
+        f"{PREVIEW_SAMPLER} with {PREVIEW_STEPS} steps on trailing timesteps"
+        f"{PREVIEW_LABELS if scores['conditional'] else ''}) as the page showed it:",
         "",
         "| moment | preview digits classified with confidence >= 0.9 | grid |",
         "|---|---|---|",

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from core.checkpoint import Checkpoint
 from core.metrics import score_samples
 from core.sampler_base import draw_noise
-from core.samplers import SAMPLERS, make_sampler, sample
+from core.samplers import SAMPLERS, each_class, make_sampler, sample
 
 QUALITY_FILE = "sampler_quality.json"  # a checkpoint folder's precomputed sweep (report split)
 
@@ -115,7 +115,7 @@ def sweep(
     dataset = checkpoint.dataset_name
     num_classes = getattr(model, "num_classes", None)
     device = next(model.parameters()).device  # x_T is drawn on the CPU (the same on any device), then moved
-    labels = torch.arange(n, device=device) % num_classes if num_classes else None
+    labels = each_class(num_classes, n, device)
     for seed in seeds:
         x_T = draw_noise((n, *checkpoint.sample_shape), torch.Generator().manual_seed(seed), device, torch.float32)
         for choice, steps in plan:

@@ -76,12 +76,15 @@ def load_training_data(config: TrainConfig) -> ImageDataset | PointDataset:
     return load_dataset(config.dataset, split="train", image_size=config.image_size, **options)
 
 
-def make_denoiser(config: TrainConfig, data: ImageDataset | PointDataset) -> nn.Module:
-    """A U-Net for images, a ToyMLP for points, sized by config.preset; class-conditional if asked."""
+def make_denoiser(config: TrainConfig, data: ImageDataset | PointDataset, **unet_changes: object) -> nn.Module:
+    """A U-Net for images, a ToyMLP for points, sized by config.preset; class-conditional if the run is.
+    unet_changes: UNetConfig fields that differ from the preset's (a shape no preset names; images only)."""
     num_classes = data.num_classes if config.conditional_on(data.labels is not None) else None
     if data.kind == "points":
+        if unet_changes:
+            raise ValueError(f"U-Net fields {sorted(unet_changes)} do not apply to a 2D point set's MLP")
         return make_toy_mlp(config.preset, dim=data.dim, num_classes=num_classes)
-    return make_unet(config.preset, in_channels=data.channels, num_classes=num_classes)
+    return make_unet(config.preset, in_channels=data.channels, num_classes=num_classes, **unet_changes)
 
 
 def lr_at(config: TrainConfig, step: int, progress: float) -> float:

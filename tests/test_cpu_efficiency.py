@@ -34,8 +34,8 @@ def test_the_smoke_run_reports_peaks_rows_and_profile_and_writes_nothing():
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert re.search(r"float32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", out), out
-    assert "| live | - | 433,156 | 0.179 |" in out, out  # tiny's 28x28 training FLOPs, counted
-    assert "| fp32 | precision=fp32 | 433,156 | 0.179 |" in out and "| 1.00x | 1.00x |" in out
+    assert "| live | - | 433,860 | 0.179 |" in out, out  # tiny (with its 11 x 64 label embedding): 28x28 FLOPs
+    assert "| fp32 | precision=fp32 | 433,860 | 0.179 |" in out and "| 1.00x | 1.00x |" in out
     assert "Where the live recipe's time goes" in out and "convolution" in out
     assert "Command: `python benchmarks/cpu_efficiency.py --quick" in out
     assert (ROOT / "benchmarks" / "RESULTS.md").read_bytes() == results

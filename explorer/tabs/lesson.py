@@ -70,9 +70,10 @@ CHAPTERS = (
     ),
     Chapter(
         "Train one",
-        "Training shows the network a noisy picture at a random t and scores its guess of the clean picture (the "
-        "loss). **Show me** sets up a one-minute run on handwritten digits: press **Start** and watch the loss "
-        "fall and the preview turn from noise into digits. **Step** takes one update at a time and shows it.",
+        "Training shows the network a noisy picture at a random t, with its digit's label, and scores its guess of "
+        "the clean picture (the loss). **Show me** sets up a one-minute run on handwritten digits: press **Start** "
+        "and watch the loss fall and the preview turn from noise into the digits 0 to 9. **Step** takes one update "
+        "at a time and shows it.",
         {"tab": "train"},  # the Train tab's defaults: the bundled digits, tiny, 60 s
         "The loss flattens early, but the digits keep getting better. Why might that be?",
     ),
