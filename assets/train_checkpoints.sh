@@ -6,8 +6,8 @@
 set -euo pipefail
 out=assets/checkpoints
 common=(--num-threads 2 --device cpu --no-training-state)
-# the recipe of their day drew timesteps uniformly, and trained with labels only when asked (both defaults since
-# 2026-12-04: class-conditional where the dataset has labels, logit-normal timesteps), so these name both
+# the recipe of their day trained with labels only when asked (since 2026-12-04 the default is class-conditional
+# wherever the dataset has labels), so each says which; it drew timesteps uniformly, as the default still does
 before=(--timestep-sampling uniform)
 
 # digits: the live-training recipe of their day (the U-Net "tiny" was until 2026-12-03, now "tiny-3-level"; x0 on

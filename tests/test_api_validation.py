@@ -379,7 +379,7 @@ def test_train_keeps_its_parameters_in_order_and_appends_the_advanced_ones_with_
         "weighting": "none",
         "min_snr_gamma": 5.0,
         "p_uncond": 0.1,
-        "timestep_sampling": "logit_normal",
+        "timestep_sampling": "uniform",
     }
 
 

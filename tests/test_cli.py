@@ -45,20 +45,20 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unconditional(tmp_path_factory):
-    """Two steps of the same run without labels (--no-class-conditional) and with uniform timesteps."""
+    """Two steps of the same run without labels (--no-class-conditional) and with logit-normal timesteps."""
     out = tmp_path_factory.mktemp("run") / "unconditional"
     flags = ["--steps", "2", "--batch-size", "8", "--device", "cpu", "--no-class-conditional"]
-    assert main(["train", *flags, "--timestep-sampling", "uniform", "--out", str(out)]) == 0
+    assert main(["train", *flags, "--timestep-sampling", "logit_normal", "--out", str(out)]) == 0
     return out
 
 
-def test_the_default_run_on_digits_trains_with_labels_and_logit_normal_timesteps(trained, unconditional):
-    """The recipe's defaults: a dataset with labels trains class-conditional, the loss practises logit-normal
-    timesteps; both can be turned off, and the checkpoint records what ran."""
+def test_the_default_run_on_digits_trains_with_labels(trained, unconditional):
+    """The recipe's defaults: a dataset with labels trains class-conditional, with uniform timesteps; labels can be
+    turned off and the timesteps drawn logit-normal, and the checkpoint records what ran."""
     default, off = (load_checkpoint(folder).config for folder in (trained, unconditional))
     assert default["class_conditional"] is True and default["training"]["class_conditional"] is True
-    assert default["training"]["timestep_sampling"] == "logit_normal"
-    assert off["class_conditional"] is False and off["training"]["timestep_sampling"] == "uniform"
+    assert default["training"]["timestep_sampling"] == "uniform"
+    assert off["class_conditional"] is False and off["training"]["timestep_sampling"] == "logit_normal"
     assert load_checkpoint(trained).sampling_model.num_classes == 10
     assert not getattr(load_checkpoint(unconditional).sampling_model, "num_classes", None)
 

@@ -109,7 +109,6 @@ def trained():
     config = TrainConfig(
         dataset="moons",
         class_conditional=False,
-        timestep_sampling="uniform",  # the Train tab's choice for points (explorer/tabs/train.py POINT_DEFAULTS)
         steps=400,
         batch_size=256,
         lr=3e-3,

@@ -70,10 +70,8 @@ MAX_STEPS = 100_000
 MAX_BATCH = 512
 MAX_SEED = 2**31 - 1
 # the live recipe for pictures (core.training.TrainConfig) and for 2D points (assets/train_checkpoints.sh)
-IMAGE_DEFAULTS = {"objective": "x0", "batch_size": 64, "lr": 2e-3, "timestep_sampling": "logit_normal"}
-# uniform timesteps for points: logit-normal doubled the tiny MLP's sliced Wasserstein distance on moons (eps, linear,
-# 400 steps, seeds 0-2: 0.09-0.13 against 0.04-0.07, ad hoc, 2026-12-04), its rare low-noise steps left unlearned
-POINT_DEFAULTS = {"objective": "eps", "batch_size": 256, "lr": 3e-3, "timestep_sampling": "uniform"}
+IMAGE_DEFAULTS = {"objective": "x0", "batch_size": 64, "lr": 2e-3}
+POINT_DEFAULTS = {"objective": "eps", "batch_size": 256, "lr": 3e-3}
 DEFAULT_CONFIG = TrainConfig()
 STEP_CONCURRENCY = 8  # Step presses handled at once (each computes in turn on the compute worker)
 STEP_HELP = "**Step** takes one optimizer step of a model of its own and shows it below; press again to continue."
@@ -171,8 +169,8 @@ def default_training(length_unit: str = "seconds", length: float = DEFAULT_SECON
 
 
 def dataset_defaults(dataset_label: str) -> tuple:
-    """When the dataset changes between pictures and 2D points, switch objective, batch, lr and timestep sampling
-    to what works for that kind (the user can still change them)."""
+    """When the dataset changes between pictures and 2D points, switch objective, batch and lr to what works
+    for that kind (the user can still change them)."""
     name = DATASETS.get(dataset_label, "mnist5k")
     defaults = POINT_DEFAULTS if dataset_kind(name) == "points" else IMAGE_DEFAULTS
     return (
@@ -180,7 +178,6 @@ def dataset_defaults(dataset_label: str) -> tuple:
         gr.Number(value=defaults["batch_size"]),
         gr.Number(value=defaults["lr"]),
         gr.File(visible=name == "folder"),
-        gr.Radio(value=defaults["timestep_sampling"]),
     )
 
 
@@ -390,9 +387,7 @@ def build_tab(registry: SessionRegistry) -> TrainTab:
 
     # kept: a shared link chains the settings it carries after the dataset's defaults (explorer/url_state.py)
     tab.dataset = dataset
-    tab.dataset_event = dataset.change(
-        dataset_defaults, dataset, [objective, batch_size, lr, upload, advanced["timestep_sampling"]], api_name=False
-    )
+    tab.dataset_event = dataset.change(dataset_defaults, dataset, [objective, batch_size, lr, upload], api_name=False)
     download.change(file_box, download, download, api_name=False, queue=False)
     tab.drawing.wire(dataset)
     controls = {  # the order of the API's parameters; the names are training_config's
