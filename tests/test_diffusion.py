@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core.diffusion import (
+    draw_timesteps,
     loss_weight,
     predict_eps,
     predict_v,
@@ -156,3 +157,35 @@ def test_min_snr_turns_every_objective_into_the_same_x0_error(schedule):
 def test_unknown_objective_is_refused(schedule):
     with pytest.raises(ValueError, match="eps, x0, v"):
         training_loss(ConstantModel(), schedule, torch.zeros(2, 1, 2, 2), objective="score")
+
+
+def test_logit_normal_timesteps_practise_the_middle_as_its_closed_form_says():
+    """t = floor(T sigmoid(n)), n ~ N(0, 1): P(T/4 <= t < 3T/4) = P(|n| < ln 3) = 0.728 (uniform: 0.5); every draw
+    is a timestep, the same generator seed gives the same draws, and an unknown name is refused."""
+    T, n = 1000, 200_000
+    t = draw_timesteps(T, n, "logit_normal", generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= T - 1
+    middle = ((t >= T // 4) & (t < 3 * T // 4)).float().mean().item()
+    assert middle == pytest.approx(math.erf(math.log(3) / math.sqrt(2)), abs=0.005)  # 0.728
+    assert float(t.float().median()) == pytest.approx(T / 2, abs=5)
+    uniform = draw_timesteps(T, n, "uniform", generator=torch.Generator().manual_seed(0))
+    assert ((uniform >= T // 4) & (uniform < 3 * T // 4)).float().mean().item() == pytest.approx(0.5, abs=0.005)
+    again = draw_timesteps(T, n, "logit_normal", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(t, again)
+    with pytest.raises(ValueError, match="unknown timestep sampling 'cubic'; choose one of uniform, logit_normal"):
+        draw_timesteps(T, 4, "cubic")
+
+
+def test_the_loss_draws_its_timesteps_by_the_given_sampling():
+    """training_loss's t come from draw_timesteps with the same generator: uniform is the default."""
+    schedule = make_schedule("cosine", 1000)
+    x0 = torch.zeros(64, 2)
+    model = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    for sampling in ("uniform", "logit_normal"):
+        result = training_loss(
+            model, schedule, x0, objective="x0", timestep_sampling=sampling, generator=torch.Generator().manual_seed(3)
+        )
+        expected = draw_timesteps(1000, 64, sampling, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(result.t, expected)
+    default = training_loss(model, schedule, x0, objective="x0", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(default.t, draw_timesteps(1000, 64, generator=torch.Generator().manual_seed(3)))
