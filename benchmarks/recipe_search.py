@@ -47,7 +47,7 @@ from core.data import load_dataset
 from core.device import available_cores
 from core.metrics import evaluate_samples, real_floor
 from core.sampler_base import draw_noise
-from core.samplers import DEFAULT_GUIDANCE, SamplingDefaults, each_class, sample
+from core.samplers import DEFAULT_GUIDANCE, SamplingDefaults, sample_as_default
 from core.training import TrainConfig, Trainer, make_denoiser
 
 SPLIT = "tune"  # the held-out digits for choosing (core.metrics.REFERENCE_SPLITS)
@@ -212,13 +212,10 @@ def run_variant(variant: Variant, budget: float, n: int, seed: int, threads: int
     sampler = chosen.sampler_for(trainer.schedule, config.objective)
     generator = torch.Generator().manual_seed(SAMPLE_SEED + seed)
     x_T = draw_noise((n, *data.tensor.shape[1:]), generator, "cpu", torch.float32)
-    labels = each_class(getattr(trainer.ema_model, "num_classes", None), n)  # (None: an unconditional model)
     start = time.perf_counter()
-    with torch.no_grad():
-        guidance = variant.guidance
-        samples = sample(
-            trainer.ema_model, sampler, x_T, chosen.steps, y=labels, guidance_scale=guidance, generator=generator
-        )
+    with torch.no_grad():  # a class-conditional model: each class in turn, with the variant's guidance
+        model = trainer.ema_model
+        samples = sample_as_default(model, sampler, x_T, chosen.steps, generator=generator, guidance=variant.guidance)
     sampling_seconds = time.perf_counter() - start
     scores = {split: evaluate_samples(samples, seed=seed, split=split) for split in SPLITS}
     floors = {split: real_floor(n, seed=seed, split=split) for split in SPLITS}

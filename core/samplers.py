@@ -280,10 +280,17 @@ def sample(model: nn.Module, sampler: Sampler, x_T: Tensor, num_steps: int, **kw
 
 
 def sample_as_default(
-    model: nn.Module, sampler: Sampler, x_T: Tensor, num_steps: int, *, generator: torch.Generator | None = None
+    model: nn.Module,
+    sampler: Sampler,
+    x_T: Tensor,
+    num_steps: int,
+    *,
+    generator: torch.Generator | None = None,
+    guidance: float = DEFAULT_GUIDANCE,
 ) -> Tensor:
     """`sample` as a model is sampled unless asked otherwise (the CLI, the Sample tab, the benchmarks): a
-    class-conditional model for each class in turn with DEFAULT_GUIDANCE, an unconditional one plainly."""
+    class-conditional model for each class in turn with `guidance` (DEFAULT_GUIDANCE), an unconditional one
+    plainly."""
     labels = each_class(getattr(model, "num_classes", None), x_T.shape[0], x_T.device)
-    guidance = DEFAULT_GUIDANCE if labels is not None else 1.0
-    return sample(model, sampler, x_T, num_steps, y=labels, guidance_scale=guidance, generator=generator)
+    scale = guidance if labels is not None else 1.0
+    return sample(model, sampler, x_T, num_steps, y=labels, guidance_scale=scale, generator=generator)
